@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run (or resume) the shipped cpu-profile studies in the background, niced and logged.
+# Usage: scripts/run-cpu-studies.sh [series ...]   (default: noise structure)
+# Safe to stop at any time (even kill -9) and start again: finished runs are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p logs
+for series in "${@:-noise structure}"; do
+  for s in $series; do
+    echo "$(date -Is) start $s" >> logs/study-cpu.log
+    nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu >> "logs/study-$s-cpu.log" 2>&1
+    echo "$(date -Is) done $s" >> logs/study-cpu.log
+  done
+done

@@ -1,0 +1,9 @@
+"""Transfer learning for HRTEM segmentation: simulated data, U-Net training and studies.
+
+Layers import downwards only::
+
+    config -> lattices -> structures -> simulate -> datasets
+           -> model -> metrics -> train -> results -> study -> explore -> cli
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""Command line: ``hrtem-tl <verb>``, one verb per stage and one per whole study.
+
+Bad input ends with a one-line ``hrtem-tl: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .series import FREEZING, SERIES_DOMAINS
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("series", help=f"dataset series: {', '.join(SERIES_DOMAINS)}")
+    p.add_argument("--profile", default="smoke", help="scale profile (see 'hrtem-tl profiles'; default: smoke)")
+    p.add_argument("--data", type=Path, default=Path("cache/datasets"), help="dataset folder (default: cache/datasets)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="hrtem-tl", description="Simulated HRTEM data, U-Net transfer learning and studies.")
+    verbs = top.add_subparsers(dest="verb", required=True)
+
+    verbs.add_parser("profiles", help="list the scale profiles and their settings")
+
+    sim = verbs.add_parser("simulate", help="simulate a series' scenes and image its domains")
+    _common(sim)
+    sim.add_argument("--out", type=Path, default=None, help="dataset folder (same as --data)")
+    sim.add_argument("--workers", type=int, default=1, help="parallel simulation processes (default: 1)")
+    sim.add_argument("--montage", type=Path, default=None,
+                     help="also write example-image montages to this folder (one PNG per series)")
+
+    train = verbs.add_parser("train", help="pretrain (or reuse), transfer-learn and evaluate one model")
+    _common(train)
+    train.add_argument("--pretrain", required=True, help="pretraining domain, e.g. dose30")
+    train.add_argument("--target", required=True, help="target domain, e.g. dose600")
+    train.add_argument("--freeze", default="none", help=f"weight freezing: {', '.join(FREEZING)}")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
+    train.add_argument("--no-mixed-precision", action="store_true", help="train in fp32")
+    train.add_argument("--json", action="store_true", help="print the records as JSON")
+
+    study = verbs.add_parser("study", help="run (or resume) a whole study grid and store results as parquet")
+    _common(study)
+    study.add_argument("--executor", default="local", help="local or dask (default: local)")
+    study.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    study.add_argument("--workers", type=int, default=1, help="parallel workers (default: 1)")
+    study.add_argument("--results", type=Path, default=Path("data/results"))
+    study.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
+    study.add_argument("--limit", type=int, default=None, help="stop after this many new runs")
+    return top
+
+
+def _series(args):
+    from .config import load_profile
+    from .series import Series
+
+    return Series(args.series, load_profile(args.profile))
+
+
+def _check_workers(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"--workers must be at least 1, got {n}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, PermissionError, OSError) as err:
+        print(f"hrtem-tl: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.verb == "profiles":
+        from .config import available_profiles, load_profile
+
+        for name in available_profiles():
+            p = load_profile(name)
+            print(f"{name:6s} {p.description}")
+        return 0
+    series = _series(args)
+    if args.verb == "simulate":
+        from .datasets import simulate_series, write_montage
+
+        _check_workers(args.workers)
+        root = args.out or args.data
+        out = simulate_series(series, root, workers=args.workers)
+        print(f"datasets in {out}")
+        if args.montage:
+            path = write_montage(series, args.montage / f"{series.profile.name}_{series.name}.png", root)
+            print(f"montage {path}")
+        return 0
+    if args.verb == "train":
+        from .experiment import RunSpec, check_spec, run_transfer
+        from .train import Precision
+
+        spec = RunSpec(series.name, args.pretrain, args.target, args.freeze, args.seed)
+        check_spec(series, spec)
+        precision = Precision.choose(not args.no_mixed_precision)
+        rec = run_transfer(series.profile, spec, data_root=args.data, checkpoints=args.checkpoints, precision=precision)
+        if args.json:
+            print(json.dumps({"run": rec.run, "evaluations": rec.evaluations}, indent=1))
+            return 0
+        pre = {e["eval_domain"]: e for e in rec.evaluations if e["stage"] == "pretrain"}
+        post = {e["eval_domain"]: e for e in rec.evaluations if e["stage"] == "transfer"}
+        print(f"{spec.run_id}  ({rec.run['precision']} on {rec.run['device']}; loss = cross-entropy on logits, floor 0)")
+        print(f"{'domain':>14s} {'loss pre':>9s} {'loss TL':>9s} {'dice pre':>9s} {'dice TL':>9s}")
+        for d in pre:
+            print(f"{d:>14s} {pre[d]['loss']:9.4f} {post[d]['loss']:9.4f} {pre[d]['dice']:9.4f} {post[d]['dice']:9.4f}")
+        return 0
+    if args.verb == "study":
+        from .study import run_study
+
+        _check_workers(args.workers)
+        summary = run_study(series, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                            results_root=args.results, data_root=args.data, checkpoints=args.checkpoints,
+                            limit=args.limit)
+        print(json.dumps(summary))
+        return 0
+    raise AssertionError(args.verb)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

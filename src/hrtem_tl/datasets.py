@@ -1,0 +1,223 @@
+"""On-disk datasets: simulated scenes, imaged domains, manifests and example montages.
+
+Layout under the dataset root (default ``cache/datasets``), all plain ``.npz`` files
+that numpy opens without this package::
+
+    <profile>/scenes/<scene set>/<split>_<index>.npz
+        waves (configs, n, n) complex64   exit waves of particles + film [vacuum = 1]
+        particle_wave (1, n, n) complex64 exit wave of the particles alone
+        mask (n, n) uint8                 particle label
+        zero_defocus ()                   calibrated minimum-contrast defocus [Å]
+        layout (str)                      JSON: particles, film thickness, seed
+    <profile>/<series>/<domain>_<split>.npz
+        images (N, n, n) float32          Poisson counts per pixel
+        masks (N, n, n) uint8
+        defocus (N,) float32              defocus applied to each image [Å, abTEM sign]
+        pixel_size ()                     [Å]
+    <profile>/<series>/manifest.json      settings, seeds, versions, files
+
+Every file is written to a temporary name and renamed, so an interrupted run never
+leaves a file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from .config import Profile
+from .series import Domain, SceneSet, Series
+from .simulate import apply_dose, calibrate_zero_defocus, exit_waves, image_intensity, label_mask
+from .structures import make_scene
+
+SPLITS = ("train", "val")
+DEFAULT_ROOT = Path("cache/datasets")
+
+
+def _seed(*parts: str | int) -> np.random.SeedSequence:
+    """A seed sequence from names and numbers (names hashed with CRC32)."""
+    return np.random.SeedSequence([zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts])
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """Write ``arrays`` to ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def scene_path(root: Path, profile: Profile, scene_set: SceneSet, split: str, index: int) -> Path:
+    return Path(root) / profile.name / "scenes" / scene_set.name / f"{split}_{index:05d}.npz"
+
+
+def domain_path(root: Path, series: Series, domain: Domain, split: str) -> Path:
+    return Path(root) / series.profile.name / series.name / f"{domain.name}_{split}.npz"
+
+
+def simulate_scene(profile: Profile, scene_set: SceneSet, split: str, index: int, path: Path) -> Path:
+    """Build, simulate and store one scene; returns its path."""
+    sim = profile.simulation
+    seq = _seed("scene", scene_set.name, split, index)
+    rng = np.random.default_rng(seq)
+    scene = make_scene(
+        scene_set.lattice, scene_set.radius_range, sim.field_of_view, sim.film_thickness, rng, sim.max_particles
+    )
+    phonon_seed = int(rng.integers(2**31))
+    waves = exit_waves(scene.atoms(with_film=True), sim, seed=phonon_seed)
+    particle_wave = exit_waves(scene.atoms(with_film=False), sim, seed=None, phonons=False)
+    zero = calibrate_zero_defocus(particle_wave, sim, search=scene.cell[2])
+    mask = label_mask(particle_wave, sim.pixel_size, scene_set.lattice.label_sigma)
+    layout = {
+        "particles": [asdict(p) for p in scene.layout],
+        "film_thickness": scene.film_thickness,
+        "cell": scene.cell,
+        "atoms": len(scene.particles) + len(scene.carbon),
+        "phonon_seed": phonon_seed,
+    }
+    save_npz(path, waves=waves, particle_wave=particle_wave, mask=mask, zero_defocus=np.float64(zero),
+             layout=np.array(json.dumps(layout)))
+    return path
+
+
+def _simulate_task(args) -> Path:
+    profile, scene_set, split, index, path = args
+    return simulate_scene(profile, scene_set, split, index, path)
+
+
+def image_domain(series: Series, domain: Domain, split: str, scene_files: list[Path]) -> dict[str, np.ndarray]:
+    """Image every scene of ``split`` under the domain's defocus and dose."""
+    sim = series.profile.simulation
+    images, masks, defoci = [], [], []
+    for index, path in enumerate(scene_files):
+        rng = np.random.default_rng(_seed("image", domain.name, split, index))
+        with np.load(path) as scene:
+            defocus = float(scene["zero_defocus"]) + 10.0 * domain.defocus + rng.normal(0, sim.defocus_sigma)
+            intensity = image_intensity(scene["waves"], defocus, sim)
+            images.append(apply_dose(intensity, domain.dose, sim.pixel_size, rng))
+            masks.append(scene["mask"])
+        defoci.append(defocus)
+    return {
+        "images": np.stack(images),
+        "masks": np.stack(masks).astype(np.uint8),
+        "defocus": np.asarray(defoci, np.float32),
+        "pixel_size": np.float64(sim.pixel_size),
+    }
+
+
+def manifest(series: Series) -> dict:
+    """Everything needed to regenerate a series' datasets."""
+    train, val = series.image_counts
+    return {
+        "series": series.name,
+        "profile": series.profile.to_dict(),
+        "config_hash": series.profile.config_hash(series.name),
+        "images_per_scene_set": {"train": train, "val": val},
+        "domains": [
+            {"name": d.name, "scene_set": d.scene_set.name, "formula": d.scene_set.formula,
+             "radius_range": d.scene_set.radius_range, "defocus_nm": d.defocus, "dose": d.dose}
+            for d in series.domains
+        ],
+        "seeding": "numpy SeedSequence of CRC32(names) and indices; see hrtem_tl.datasets",
+        "software": {pkg: version(pkg) for pkg in ("hrtem-tl", "abtem", "ase", "numpy")}
+        | {"python": platform.python_version()},
+    }
+
+
+def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> Path:
+    """Simulate every missing scene of a series, then image every missing domain file.
+
+    Finished scenes and domain files are skipped, so an interrupted run resumes.
+    Returns the series folder.
+    """
+    root = Path(root)
+    out = root / series.profile.name / series.name
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"dataset folder {out} is not writable")
+    counts = dict(zip(SPLITS, series.image_counts))
+    tasks = [
+        (series.profile, s, split, i, scene_path(root, series.profile, s, split, i))
+        for s in series.scene_sets
+        for split in SPLITS
+        for i in range(counts[split])
+    ]
+    todo = [t for t in tasks if not t[-1].exists()]
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"simulate {series.name} scenes",
+               unit="scene", disable=not progress)
+    if workers > 1 and todo:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
+            for future in as_completed([pool.submit(_simulate_task, t) for t in todo]):
+                future.result()
+                bar.update()
+    else:
+        for t in todo:
+            _simulate_task(t)
+            bar.update()
+    bar.close()
+    for domain in tqdm(series.domains, desc=f"image {series.name} domains", unit="domain", disable=not progress):
+        for split in SPLITS:
+            path = domain_path(root, series, domain, split)
+            if path.exists():
+                continue
+            files = [scene_path(root, series.profile, domain.scene_set, split, i) for i in range(counts[split])]
+            save_npz(path, **image_domain(series, domain, split, files))
+    (out / "manifest.json").write_text(json.dumps(manifest(series), indent=2))
+    return out
+
+
+def _single_thread() -> None:
+    """Worker initializer: one thread per process so workers do not compete."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+def load_domain(series: Series, domain: str, split: str, root: Path = DEFAULT_ROOT) -> dict[str, np.ndarray]:
+    """Load one domain split; raises ``FileNotFoundError`` saying how to make it."""
+    path = domain_path(root, series, series.domain(domain), split)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset {path} is missing; make it with: hrtem-tl simulate {series.name} --profile {series.profile.name}"
+        )
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_montage(series: Series, path: Path, root: Path = DEFAULT_ROOT, per_domain: int = 3) -> Path:
+    """A PNG grid: for each domain, ``per_domain`` validation images with mask outlines."""
+    from PIL import Image
+
+    rows = []
+    for domain in series.domains:
+        data = load_domain(series, domain.name, "val", root)
+        tiles = []
+        for img, mask in zip(data["images"][:per_domain], data["masks"][:per_domain]):
+            lo, hi = np.percentile(img, [1, 99])
+            grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+            edge = mask.astype(bool) & ~ndimage.binary_erosion(mask, iterations=2)
+            rgb[edge] = (1.0, 0.6, 0.0)
+            tiles.append((rgb * 255).astype(np.uint8))
+        rows.append(np.concatenate(tiles, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path

@@ -1,0 +1,170 @@
+"""One study run: pretrain (cached), transfer-learn with freezing, evaluate everywhere.
+
+A run is keyed by (series, pretraining domain, target domain, freezing, seed). Its
+pretrained model is shared by every run with the same series, pretraining domain
+and seed: it is trained once, saved as a checkpoint (with its evaluations on every
+domain) and reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import Profile
+from .datasets import DEFAULT_ROOT, load_domain
+from .model import FREEZE_MODES, apply_freezing, build_unet, count_parameters, load_checkpoint, save_checkpoint
+from .series import Series
+from .train import Precision, StageResult, evaluate, standardize, train_stage
+
+DEFAULT_CHECKPOINTS = Path("cache/checkpoints")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The key of one transfer-learning run."""
+
+    series: str
+    pretrain_domain: str
+    target_domain: str
+    freezing: str
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.series}|{self.pretrain_domain}>{self.target_domain}|{self.freezing}|s{self.seed}"
+
+    @property
+    def pretrain_id(self) -> str:
+        return f"{self.series}|{self.pretrain_domain}|s{self.seed}"
+
+
+@dataclass
+class RunRecords:
+    """Rows for the results tables produced by one run."""
+
+    run: dict
+    evaluations: list[dict]
+    histories: list[dict]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=64)
+def _domain_split(profile: Profile, series: str, domain: str, split: str, root: str):
+    data = load_domain(Series(series, profile), domain, split, Path(root))
+    return standardize(data["images"]), data["masks"]
+
+
+def domain_data(profile: Profile, series: str, domain: str, split: str, root: Path = DEFAULT_ROOT, limit: int | None = None):
+    """Standardised (images, masks) of a domain split, cached per process."""
+    images, masks = _domain_split(profile, series, domain, split, str(root))
+    return (images[:limit], masks[:limit]) if limit else (images, masks)
+
+
+def evaluate_all(model, series: Series, precision: Precision, root: Path) -> dict[str, dict]:
+    """Metrics of ``model`` on the validation set of every domain of ``series``."""
+    return {d.name: evaluate(model, *domain_data(series.profile, series.name, d.name, "val", root), precision)
+            for d in series.domains}
+
+
+def check_spec(series: Series, spec: RunSpec) -> None:
+    """Raise ``ValueError`` with a clear message for an impossible run."""
+    series.domain(spec.pretrain_domain)
+    series.domain(spec.target_domain)
+    if spec.pretrain_domain == spec.target_domain:
+        raise ValueError(f"target domain {spec.target_domain!r} equals the pretraining domain; choose another target")
+    if spec.freezing not in FREEZE_MODES:
+        raise ValueError(f"unknown freezing mode {spec.freezing!r}; choose one of {', '.join(FREEZE_MODES)}")
+
+
+def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFAULT_ROOT,
+               checkpoints: Path = DEFAULT_CHECKPOINTS, precision: Precision | None = None):
+    """The model pretrained on ``domain`` with ``seed``: loaded if cached, else trained.
+
+    Returns (model, metadata) where metadata holds the stage result and evaluations.
+    """
+    profile = series.profile
+    precision = precision or Precision.choose(profile.training.mixed_precision)
+    key = profile.config_hash(series.name, domain, str(seed), "pretrain")
+    path = Path(checkpoints) / profile.name / series.name / f"pretrain_{domain}_s{seed}_{key}.safetensors"
+    if path.exists():
+        model, meta = load_checkpoint(path, precision.device)
+        return model, meta
+    t = profile.training
+    model = build_unet()
+    result = train_stage(
+        model, domain_data(profile, series.name, domain, "train", data_root),
+        domain_data(profile, series.name, domain, "val", data_root),
+        epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain, batch_size=t.batch_size,
+        crop=t.crop, seed=seed, lr_decay=t.lr_decay, precision=precision,
+    )
+    meta = {"stage": asdict(result), "evaluations": evaluate_all(model, series, precision, data_root),
+            "precision": precision.name, "device": precision.device, "config_hash": key}
+    save_checkpoint(model, path, meta)
+    return model, meta
+
+
+def _history_rows(run_id: str, profile: str, stage: str, result: dict) -> list[dict]:
+    return [{"run_id": run_id, "profile": profile, "stage": stage, **h} for h in result["history"]]
+
+
+def _eval_rows(run_id: str, profile: str, stage: str, evaluations: dict[str, dict]) -> list[dict]:
+    return [{"run_id": run_id, "profile": profile, "stage": stage, "eval_domain": d, **m}
+            for d, m in evaluations.items()]
+
+
+def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_ROOT,
+                 checkpoints: Path = DEFAULT_CHECKPOINTS, precision: Precision | None = None) -> RunRecords:
+    """Pretrain (or reuse), transfer-learn on the target domain, evaluate after each stage."""
+    series = Series(spec.series, profile)
+    check_spec(series, spec)
+    t = profile.training
+    precision = precision or Precision.choose(t.mixed_precision)
+    model, meta = pretrained(series, spec.pretrain_domain, spec.seed, data_root=data_root,
+                             checkpoints=checkpoints, precision=precision)
+    train_set = domain_data(profile, series.name, spec.target_domain, "train", data_root, limit=t.transfer_images)
+    result: StageResult = train_stage(
+        model, train_set, domain_data(profile, series.name, spec.target_domain, "val", data_root),
+        epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
+        crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, lr_decay=t.lr_decay, precision=precision,
+    )
+    transfer_evals = evaluate_all(model, series, precision, data_root)
+    apply_freezing(model, spec.freezing)
+    trainable = count_parameters(model, trainable_only=True)
+    apply_freezing(model, "none")
+    train_counts = series.image_counts
+    run = {
+        "run_id": spec.run_id, "pretrain_id": spec.pretrain_id, "series": spec.series, "profile": profile.name,
+        "pretrain_domain": spec.pretrain_domain, "target_domain": spec.target_domain,
+        "freezing": spec.freezing, "seed": spec.seed,
+        "lr_pretrain": t.lr_pretrain, "lr_transfer": t.lr_transfer,
+        "pretrain_images": train_counts[0], "transfer_images": len(train_set[0]), "val_images": train_counts[1],
+        "pretrain_epochs": t.pretrain_epochs, "transfer_epochs": t.transfer_epochs,
+        "pretrain_steps": t.pretrain_steps, "transfer_steps": t.transfer_steps,
+        "batch_size": t.batch_size, "crop": t.crop,
+        "best_epoch_pretrain": meta["stage"]["best_epoch"], "best_epoch_transfer": result.best_epoch,
+        "params_total": count_parameters(model), "params_trainable": trainable,
+        "wall_pretrain_s": meta["stage"]["wall_time"], "wall_transfer_s": result.wall_time,
+        "device": precision.device, "precision": precision.name,
+        "package_version": __version__, "git_commit": git_commit(),
+        "config_hash": profile.config_hash(spec.series), "finished_at": time.time(),
+    }
+    rid, name = spec.run_id, profile.name
+    evaluations = _eval_rows(rid, name, "pretrain", meta["evaluations"]) + _eval_rows(rid, name, "transfer", transfer_evals)
+    histories = _history_rows(rid, name, "pretrain", meta["stage"]) + _history_rows(rid, name, "transfer", asdict(result))
+    return RunRecords(run=run, evaluations=evaluations, histories=histories)

@@ -1,0 +1,171 @@
+"""The parquet results store and the reductions the figures show.
+
+Per series, in ``data/results/<series>/`` (schema in ``data/results/SCHEMA.md``):
+
+* ``runs.parquet``: one row per transfer-learning run (a trained model);
+* ``evaluations.parquet``: one row per run x stage (``pretrain``, ``transfer``) x
+  evaluated domain, with every metric of :mod:`hrtem_tl.metrics`;
+* ``histories.parquet``: one row per run x stage x epoch.
+
+Rows are keyed (``KEYS``); appending replaces rows with the same key, so re-running
+a run never duplicates it. Each file is written to a temporary name and renamed;
+``runs.parquet`` is written last, so a run counts as finished only once all its rows
+are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRICS
+
+DEFAULT_RESULTS = Path("data/results")
+TABLES = ("evaluations", "histories", "runs")  # write order: runs last
+KEYS = {
+    "runs": ["profile", "run_id"],
+    "evaluations": ["profile", "run_id", "stage", "eval_domain"],
+    "histories": ["profile", "run_id", "stage", "epoch"],
+}
+SCHEMA = {
+    "runs": {
+        "run_id": "object", "pretrain_id": "object", "series": "object", "profile": "object",
+        "pretrain_domain": "object", "target_domain": "object", "freezing": "object", "seed": "int64",
+        "lr_pretrain": "float64", "lr_transfer": "float64", "pretrain_images": "int64",
+        "transfer_images": "int64", "val_images": "int64", "pretrain_epochs": "int64",
+        "transfer_epochs": "int64", "pretrain_steps": "int64", "transfer_steps": "int64",
+        "batch_size": "int64", "crop": "int64", "best_epoch_pretrain": "int64",
+        "best_epoch_transfer": "int64", "params_total": "int64", "params_trainable": "int64",
+        "wall_pretrain_s": "float64", "wall_transfer_s": "float64", "device": "object",
+        "precision": "object", "package_version": "object", "git_commit": "object",
+        "config_hash": "object", "finished_at": "float64",
+    },
+    "evaluations": {"run_id": "object", "profile": "object", "stage": "object", "eval_domain": "object"}
+    | {m: "float64" for m in METRICS},
+    "histories": {
+        "run_id": "object", "profile": "object", "stage": "object", "epoch": "int64",
+        "train_loss": "float64", "val_loss": "float64", "val_dice": "float64", "lr": "float64",
+    },
+}
+REDUCTIONS = ("median", "mean", "min", "max")
+
+
+class ResultsError(ValueError):
+    """A results file is missing or does not match the schema."""
+
+
+def table_path(root: Path, series: str, table: str) -> Path:
+    return Path(root) / series / f"{table}.parquet"
+
+
+def validate(frame: pd.DataFrame, table: str, source: str = "") -> pd.DataFrame:
+    """Check columns and types against ``SCHEMA``; returns the frame with schema dtypes."""
+    expected = SCHEMA[table]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{source or table}: missing columns {', '.join(missing)}")
+    try:
+        return frame.astype({c: t for c, t in expected.items()})
+    except (ValueError, TypeError) as err:
+        raise ResultsError(f"{source or table}: a column has the wrong type ({err})") from None
+
+
+def read_table(root: Path, series: str, table: str) -> pd.DataFrame:
+    """Read and validate one table; raises ``ResultsError`` if missing or malformed."""
+    path = table_path(root, series, table)
+    if not path.exists():
+        raise ResultsError(f"results file {path} is missing; run: hrtem-tl study {series} --profile cpu")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise ResultsError(f"results file {path} cannot be read as parquet: {err}") from None
+    return validate(frame, table, str(path))
+
+
+def read_results(root: Path, series: str) -> dict[str, pd.DataFrame]:
+    """All three tables of a series, validated."""
+    return {t: read_table(root, series, t) for t in TABLES}
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def append_records(root: Path, series: str, records: dict[str, list[dict]]) -> None:
+    """Add rows to the series' tables, replacing rows that share a key."""
+    for table in TABLES:
+        rows = records.get(table, [])
+        if not rows:
+            continue
+        new = validate(pd.DataFrame(rows), table)
+        path = table_path(root, series, table)
+        if path.exists():
+            old = read_table(root, series, table)
+            new = pd.concat([old, new], ignore_index=True).drop_duplicates(KEYS[table], keep="last")
+        _write_atomic(new.reset_index(drop=True), path)
+
+
+def finished_runs(root: Path, series: str, profile: str) -> set[str]:
+    """Run ids already stored for ``profile``."""
+    path = table_path(root, series, "runs")
+    if not path.exists():
+        return set()
+    runs = read_table(root, series, "runs")
+    return set(runs.loc[runs["profile"] == profile, "run_id"])
+
+
+def _reduce(frame: pd.DataFrame, rows: str, cols: str, metric: str, reduction: str, order: list[str]):
+    grouped = frame.groupby([rows, cols])[metric]
+    stats = {"value": grouped.agg(reduction), "count": grouped.size(), "q25": grouped.quantile(0.25),
+             "q75": grouped.quantile(0.75)}
+    return {k: v.unstack().reindex(index=order, columns=order) for k, v in stats.items()}
+
+
+def matrices(
+    runs: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    *,
+    freezing: set[str] | list[str] | tuple[str, ...],
+    metric: str = "loss",
+    reduction: str = "median",
+    domains: list[str] | None = None,
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """The pair of matrices of the explorers, rows = pretraining, columns = target domain.
+
+    ``pretrain``: models pretrained on the row's domain, evaluated on the column's
+    validation set; each pretrained model counts once however many runs share it.
+    ``transfer``: models transferred from the row's to the column's domain,
+    evaluated on the column's domain; the diagonal holds the pretraining value.
+    Each holds ``value`` (the reduction), ``count`` (models) and ``q25``/``q75``.
+    Only runs whose freezing mode is in ``freezing`` count.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    if not freezing:
+        raise ValueError("choose at least one freezing mode")
+    chosen = runs[runs["freezing"].isin(list(freezing))]
+    ev = evaluations.merge(chosen[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain"]],
+                           on=["run_id", "profile"])
+    order = domains or sorted(set(runs["pretrain_domain"]) | set(runs["target_domain"]))
+    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain"])
+    post = ev[(ev["stage"] == "transfer") & (ev["eval_domain"] == ev["target_domain"])]
+    diagonal = pre[pre["eval_domain"] == pre["pretrain_domain"]]
+    post = pd.concat([post, diagonal], ignore_index=True)
+    return {
+        "pretrain": _reduce(pre, "pretrain_domain", "eval_domain", metric, reduction, order),
+        "transfer": _reduce(post, "pretrain_domain", "eval_domain", metric, reduction, order),
+    }
+
+
+def as_array(frame: pd.DataFrame) -> list[list[float | None]]:
+    """A matrix as nested lists with ``None`` for empty cells (JSON-friendly)."""
+    values = frame.to_numpy(dtype=float)
+    return [[None if np.isnan(v) else float(v) for v in row] for row in values]

@@ -1,0 +1,137 @@
+"""The study's three dataset series: their domains, scene sets and run grids.
+
+A *scene set* is a family of atomic scenes (lattice and particle size); a *domain*
+is a scene set imaged under one condition (defocus [nm], dose [e-/Å²]). The noise
+and defocus series share the CdSe scene set, so they share simulations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import permutations
+
+from .config import Profile
+from .lattices import LATTICES, get_lattice
+
+FREEZING = ("none", "encoder", "decoder")
+DOSES = (30, 75, 150, 300, 600)  # noise series [e-/Å²]
+DEFOCI = tuple(range(-25, 30, 5))  # defocus series [nm]
+DEFOCUS_PRETRAIN = tuple(range(-10, 15, 5))  # defocus-series pretraining domains [nm]
+SIZE_RADII = {"small": (10.0, 20.0), "large": (25.0, 35.0)}  # particle radius [Å]
+
+
+@dataclass(frozen=True)
+class SceneSet:
+    """Scenes of one lattice with particle radii drawn from ``radius_range`` [Å]."""
+
+    name: str
+    formula: str
+    radius_range: tuple[float, float]
+
+    @property
+    def lattice(self):
+        return get_lattice(self.formula)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A scene set imaged at ``defocus`` [nm] and ``dose`` [e-/Å²]."""
+
+    name: str
+    scene_set: SceneSet
+    defocus: float
+    dose: float
+
+    def __post_init__(self):
+        if self.dose <= 0:
+            raise ValueError(f"domain {self.name!r}: dose must be positive, got {self.dose}")
+
+
+CDSE_SCENES = SceneSet("CdSe_3-5nm", "CdSe", (15.0, 25.0))
+
+
+def _noise_domains() -> list[Domain]:
+    return [Domain(f"dose{d}", CDSE_SCENES, -10.0, float(d)) for d in DOSES]
+
+
+def _defocus_domains() -> list[Domain]:
+    return [Domain(f"df{f}", CDSE_SCENES, float(f), 400.0) for f in DEFOCI]
+
+
+def _structure_domains() -> list[Domain]:
+    return [
+        Domain(f"{formula}_{size}", SceneSet(f"{formula}_{size}", formula, radii), -10.0, 300.0)
+        for formula in LATTICES
+        for size, radii in SIZE_RADII.items()
+    ]
+
+
+SERIES_DOMAINS = {"noise": _noise_domains, "structure": _structure_domains, "defocus": _defocus_domains}
+
+
+@dataclass(frozen=True)
+class Series:
+    """A dataset series scaled by a profile: its domains, image counts and run grid."""
+
+    name: str
+    profile: Profile
+
+    def __post_init__(self):
+        if self.name not in SERIES_DOMAINS:
+            raise ValueError(f"unknown series {self.name!r}; known series: {', '.join(SERIES_DOMAINS)}")
+
+    @property
+    def domains(self) -> list[Domain]:
+        every = SERIES_DOMAINS[self.name]()
+        keep = {
+            "structure": self.profile.study.structure_domains,
+            "defocus": self.profile.study.defocus_domains,
+        }.get(self.name)
+        return [d for d in every if keep is None or d.name in keep]
+
+    def domain(self, name: str) -> Domain:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        known = ", ".join(d.name for d in self.domains)
+        raise ValueError(f"unknown domain {name!r} for series {self.name!r} (profile {self.profile.name}); known: {known}")
+
+    @property
+    def scene_sets(self) -> list[SceneSet]:
+        return list(dict.fromkeys(d.scene_set for d in self.domains))
+
+    @property
+    def image_counts(self) -> tuple[int, int]:
+        """Scenes per scene set: (training, validation)."""
+        study, data = self.profile.study, self.profile.data
+        if self.name == "structure":
+            return (study.structure_train_images or data.train_images, study.structure_val_images or data.val_images)
+        return data.train_images, data.val_images
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        if self.name == "structure" and self.profile.study.structure_seeds is not None:
+            return self.profile.study.structure_seeds
+        return self.profile.training.seeds
+
+    @property
+    def pretrain_domains(self) -> list[str]:
+        names = [d.name for d in self.domains]
+        if self.name == "defocus":
+            return [n for n in names if int(n[2:]) in DEFOCUS_PRETRAIN]
+        return names
+
+    def transfer_pairs(self) -> list[tuple[str, str]]:
+        """Ordered (pretraining domain, target domain) pairs of the transfer grid.
+
+        ``structure_pairs = "reduced"`` keeps all pairs of different lattices among
+        small particles plus small-to-large and large-to-small of each lattice.
+        """
+        names = [d.name for d in self.domains]
+        pairs = [(a, b) for a, b in permutations(names, 2) if a in self.pretrain_domains]
+        if self.name == "structure" and self.profile.study.structure_pairs == "reduced":
+            def keep(a: str, b: str) -> bool:
+                (fa, sa), (fb, sb) = a.split("_"), b.split("_")
+                return (sa == sb == "small") or (fa == fb)
+            pairs = [(a, b) for a, b in pairs if keep(a, b)]
+        return pairs

@@ -1,0 +1,169 @@
+"""Study sweeps: expand a series' grid, run it locally or on Dask, store every result.
+
+A sweep simulates what is missing, then for each seed trains every pretrained model
+it needs (phase 1) and every transfer run (phase 2). Each finished run is appended
+to the parquet store at once by the coordinating process, so a sweep killed at any
+moment and started again resumes where it stopped and stores every run once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import Profile
+from .datasets import DEFAULT_ROOT, simulate_series
+from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrained, run_transfer
+from .results import DEFAULT_RESULTS, append_records, finished_runs
+from .series import FREEZING, Series
+
+EXECUTORS = ("local", "dask")
+
+
+def plan(series: Series, freezing: tuple[str, ...] = FREEZING) -> list[RunSpec]:
+    """Every run of the grid, seed by seed, grouped by pretraining domain."""
+    return [
+        RunSpec(series.name, a, b, f, seed)
+        for seed in series.seeds
+        for a, b in series.transfer_pairs()
+        for f in freezing
+    ]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def pretrain_job(profile: Profile, series: str, domain: str, seed: int, data_root: str, checkpoints: str,
+                 threads: int | None = None) -> str:
+    """Train (or find) one pretrained model; returns its pretrain id."""
+    _set_threads(threads)
+    pretrained(Series(series, profile), domain, seed, data_root=Path(data_root), checkpoints=Path(checkpoints))
+    return f"{series}|{domain}|s{seed}"
+
+
+def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str,
+                 threads: int | None = None) -> dict:
+    """Run one transfer; returns its rows keyed by table name."""
+    _set_threads(threads)
+    rec = run_transfer(profile, spec, data_root=Path(data_root), checkpoints=Path(checkpoints))
+    return {"runs": [rec.run], "evaluations": rec.evaluations, "histories": rec.histories}
+
+
+class _Deferred:
+    """In-process stand-in for a future: the call runs when ``result()`` is asked."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+class _Pool:
+    """A tiny common face over a local process pool, in-process execution and Dask."""
+
+    def __init__(self, executor: str, workers: int, scheduler: str | None):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        self.kind, self.workers, self.client, self.cluster, self.pool = executor, workers, None, None, None
+        cores = os.cpu_count() or 1
+        self.threads = max(1, cores // workers) if (executor == "dask" or workers > 1) else None
+        if executor == "dask":
+            from distributed import Client, LocalCluster
+
+            if scheduler:
+                self.client = Client(scheduler)
+            else:
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None)
+                self.client = Client(self.cluster)
+        elif workers > 1:
+            self.pool = ProcessPoolExecutor(max_workers=workers)
+
+    def submit(self, fn, *args):
+        args = (*args, self.threads)
+        if self.client is not None:
+            return self.client.submit(fn, *args, pure=False)
+        if self.pool is not None:
+            return self.pool.submit(fn, *args)
+        return _Deferred(fn, args)
+
+    def as_completed(self, futures):
+        if self.client is not None:
+            from distributed import as_completed
+
+            yield from as_completed(futures)
+            return
+        if self.pool is None:
+            yield from futures  # in-process: each runs when its result() is asked for
+            return
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from done
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def run_study(
+    series: Series,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
+    results_root: Path = DEFAULT_RESULTS,
+    data_root: Path = DEFAULT_ROOT,
+    checkpoints: Path = DEFAULT_CHECKPOINTS,
+    freezing: tuple[str, ...] = FREEZING,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run every unfinished run of the series' grid; returns a summary.
+
+    ``limit`` stops after that many new runs (useful to split a sweep into slices).
+    """
+    profile = series.profile
+    simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
+    done = finished_runs(results_root, series.name, profile.name)
+    specs = plan(series, freezing)
+    todo = [s for s in specs if s.run_id not in done][:limit]
+    roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()))
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run",
+               desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress)
+    start, finished = time.perf_counter(), 0
+    pool = _Pool(executor, workers, scheduler)
+    try:
+        for seed in sorted({s.seed for s in todo}):
+            batch = [s for s in todo if s.seed == seed]
+            domains = sorted({s.pretrain_domain for s in batch})
+            bar.set_postfix_str(f"seed {seed}: pretraining {len(domains)} models")
+            for future in pool.as_completed([pool.submit(pretrain_job, profile, series.name, d, seed, *roots)
+                                             for d in domains]):
+                future.result()
+            futures = [pool.submit(transfer_job, profile, s, *roots) for s in batch]
+            for future in pool.as_completed(futures):
+                append_records(results_root, series.name, future.result())
+                finished += 1
+                bar.update()
+                left = len(todo) - finished
+                rate = (time.perf_counter() - start) / finished
+                bar.set_postfix_str(f"seed {seed}: {left} left, ~{left * rate / 60:.0f} min")
+    finally:
+        pool.close()
+        bar.close()
+    return {"series": series.name, "profile": profile.name, "runs": len(specs), "new": finished,
+            "skipped": len(specs) - len(todo), "wall_s": time.perf_counter() - start}
