@@ -25,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("profiles", help="list the scale profiles and their settings")
 
+    nbs = verbs.add_parser("notebooks", help="re-execute the site's notebooks in place (widgets/, content/)")
+    nbs.add_argument("paths", nargs="*", type=Path, help="notebooks (default: widgets/*.ipynb content/*.ipynb)")
+
     sim = verbs.add_parser("simulate", help="simulate a series' scenes and image its domains")
     _common(sim)
     sim.add_argument("--out", type=Path, default=None, help="dataset folder (same as --data)")
@@ -81,6 +84,12 @@ def _dispatch(args) -> int:
         for name in available_profiles():
             p = load_profile(name)
             print(f"{name:6s} {p.description}")
+        return 0
+    if args.verb == "notebooks":
+        from .notebooks import execute, find_notebooks
+
+        for path, seconds in execute(args.paths or find_notebooks()):
+            print(f"executed {path} in {seconds:.1f} s")
         return 0
     series = _series(args)
     if args.verb == "simulate":

@@ -1,0 +1,218 @@
+"""Plotly confusion-matrix explorers built from the results store.
+
+Two forms share one figure builder:
+
+* :func:`explorer_html` returns a self-contained HTML fragment for static pages: every
+  combination of freezing subset x metric x reduction (x profile) is precomputed
+  with :func:`hrtem_tl.results.matrices` and embedded as JSON; a small script redraws
+  the figure with ``window.Plotly`` when a control changes, with no kernel.
+* :func:`matrix_figure` returns a ``plotly.graph_objects.Figure`` for one choice,
+  used live by the Voila app.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .metrics import HIGHER_IS_BETTER, METRICS
+from .results import REDUCTIONS, ResultsError, as_array, matrices, read_results
+from .series import DOSES, FREEZING
+from .lattices import LATTICES
+
+METRIC_TITLES = {
+    "loss": "cross-entropy loss (logits; floor 0)", "dice": "Dice / F1", "iou": "IoU",
+    "precision": "precision", "recall": "recall", "accuracy": "pixel accuracy",
+}
+SCRIPT = Path(__file__).with_name("explorer.js")
+STYLE = """<style>
+.hrtem-explorer{font:14px/1.4 system-ui,sans-serif;margin:0.5em 0}
+.hrtem-controls{display:flex;flex-wrap:wrap;gap:0.6em 1.4em;align-items:center;margin-bottom:0.4em}
+.hrtem-control{display:inline-flex;gap:0.4em;align-items:center;border:0;padding:0;margin:0}
+.hrtem-control legend{float:left;margin-right:0.5em;padding:0}
+.hrtem-control select{font:inherit;padding:0.1em 0.3em}
+.hrtem-note{font-size:12px;opacity:0.8;margin:0.2em 0}
+</style>"""
+
+
+def formula_html(formula: str) -> str:
+    """Chemical formula with subscript digits for Plotly labels (Fe3O4 -> Fe<sub>3</sub>O<sub>4</sub>)."""
+    return re.sub(r"(\d+)", r"<sub>\1</sub>", formula)
+
+
+def axis_labels(series: str, domains: list[str]) -> list[str]:
+    if series == "noise":
+        return [d.removeprefix("dose") for d in domains]
+    if series == "structure":
+        return [formula_html(d.split("_")[0]) for d in domains]
+    return [d.removeprefix("df") for d in domains]
+
+
+def series_domains(series: str, size: str = "small") -> list[str]:
+    """Domain order of the explorers' axes."""
+    if series == "noise":
+        return [f"dose{d}" for d in DOSES]
+    if series == "structure":
+        return [f"{f}_{size}" for f in LATTICES]
+    raise ValueError(f"no explorer for series {series!r}")
+
+
+AXIS_TITLES = {
+    "noise": ("pretraining dose (e⁻/Å²)", "target dose (e⁻/Å²)"),
+    "structure": ("pretraining lattice (small particles)", "target lattice (small particles)"),
+}
+
+
+def _cells(stats: dict[str, pd.DataFrame]) -> dict:
+    return {k: as_array(stats[k]) for k in ("value", "count", "q25", "q75")}
+
+
+def matrix_figure(runs: pd.DataFrame, evaluations: pd.DataFrame, series: str, *, freezing=FREEZING,
+                  metric: str = "loss", reduction: str = "median", profile: str | None = None) -> go.Figure:
+    """Two heatmaps, after pretraining and after transfer learning, one colour scale."""
+    if profile is not None:
+        runs, evaluations = runs[runs["profile"] == profile], evaluations[evaluations["profile"] == profile]
+    domains = series_domains(series)
+    mats = matrices(runs, evaluations, freezing=set(freezing), metric=metric, reduction=reduction, domains=domains)
+    return _figure(series, {k: _cells(v) for k, v in mats.items()}, metric, reduction,
+                   profile or ",".join(sorted(runs["profile"].unique())))
+
+
+def _figure(series: str, cells: dict, metric: str, reduction: str, profile: str) -> go.Figure:
+    domains = series_domains(series)
+    labels = axis_labels(series, domains)
+    ytitle, xtitle = AXIS_TITLES[series]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("after pretraining", "after transfer learning"))
+    for col, stage in enumerate(("pretrain", "transfer"), start=1):
+        c = cells[stage]
+        custom = np.dstack([np.array(c["count"], dtype=float), np.array(c["q25"], dtype=float),
+                            np.array(c["q75"], dtype=float)]).tolist()
+        fig.add_trace(go.Heatmap(
+            z=c["value"], x=labels, y=labels, coloraxis="coloraxis", customdata=custom, xgap=1, ygap=1,
+            hovertemplate=(f"pretrained on %{{y}}<br>{'evaluated' if stage == 'pretrain' else 'transferred to'} on %{{x}}"
+                           f"<br>{reduction} %{{z:.4f}}<br>models %{{customdata[0]}}"
+                           "<br>IQR %{customdata[1]:.4f} – %{customdata[2]:.4f}<extra></extra>"),
+            name=stage,
+        ), row=1, col=col)
+        fig.update_xaxes(title_text=xtitle, row=1, col=col, tickangle=0, constrain="domain", type="category")
+        fig.update_yaxes(title_text=ytitle if col == 1 else None, row=1, col=col, autorange="reversed", type="category",
+                         scaleanchor=f"x{'' if col == 1 else col}", constrain="domain")
+    fig.update_layout(
+        coloraxis={"colorscale": "Viridis", "reversescale": not HIGHER_IS_BETTER[metric], "colorbar": {"title": {"text": f"{reduction}<br>{metric}"}}},
+        title={"text": f"{METRIC_TITLES[metric]} — data profile: {profile}", "font": {"size": 14}},
+        margin={"l": 70, "r": 20, "t": 70, "b": 60}, height=430, template="plotly_white",
+    )
+    return fig
+
+
+def freezing_subsets() -> list[tuple[str, ...]]:
+    """Every non-empty subset of the freezing modes, in a fixed order."""
+    return [c for r in range(1, len(FREEZING) + 1) for c in itertools.combinations(FREEZING, r)]
+
+
+def _round(cells: dict) -> dict:
+    def r(v):
+        return None if v is None else float(f"{v:.5g}")
+    return {k: [[r(v) for v in row] for row in m] for k, m in cells.items()}
+
+
+def explorer_payload(results: dict[str, pd.DataFrame], series: str) -> dict:
+    """Every precomputed matrix pair for the static explorer, keyed by choice."""
+    runs, evals = results["runs"], results["evaluations"]
+    domains = series_domains(series)
+    profiles = sorted(runs["profile"].unique())
+    table = {}
+    for profile in profiles:
+        r, e = runs[runs["profile"] == profile], evals[evals["profile"] == profile]
+        for subset in freezing_subsets():
+            for metric in METRICS:
+                for reduction in REDUCTIONS:
+                    mats = matrices(r, e, freezing=set(subset), metric=metric, reduction=reduction, domains=domains)
+                    key = "|".join([profile, "+".join(subset), metric, reduction])
+                    table[key] = {k: _round(_cells(v)) for k, v in mats.items()}
+    payload = {"series": series, "profiles": profiles, "freezing": list(FREEZING), "metrics": list(METRICS),
+               "reductions": list(REDUCTIONS), "higher_is_better": HIGHER_IS_BETTER, "titles": METRIC_TITLES,
+               "matrices": table,
+               "scale": {p: profile_scale(runs[runs["profile"] == p]) for p in profiles}}
+    if series == "structure":
+        payload["sizes"] = per_model_sizes(runs, evals)
+    return payload
+
+
+def profile_scale(runs: pd.DataFrame) -> str:
+    """One line saying what scale produced these runs."""
+    first = runs.iloc[0]
+    seeds = runs["seed"].nunique()
+    return (f"{len(runs)} transfer runs, {seeds} seed(s); {first['pretrain_images']} pretraining and "
+            f"{first['transfer_images']} transfer images of {first['crop']} px crops; "
+            f"{first['pretrain_epochs']}+{first['transfer_epochs']} epochs")
+
+
+def per_model_sizes(runs: pd.DataFrame, evals: pd.DataFrame) -> list[dict]:
+    """Per-model values on small and large particles, for the size distributions.
+
+    After pretraining: one row per pretrained model and evaluated domain, tagged by
+    the pretraining size. After transfer learning: one row per run and evaluated
+    domain of the target's lattice, tagged by the transfer (target) size.
+    """
+    ev = evals.merge(runs[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain", "freezing"]],
+                     on=["run_id", "profile"])
+    ev["eval_size"] = ev["eval_domain"].str.split("_").str[1]
+    ev["eval_lattice"] = ev["eval_domain"].str.split("_").str[0]
+    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain", "freezing"])
+    pre = pre.assign(group=pre["pretrain_domain"].str.split("_").str[1],
+                     same=pre["eval_lattice"] == pre["pretrain_domain"].str.split("_").str[0])
+    post = ev[(ev["stage"] == "transfer")]
+    post = post.assign(group=post["target_domain"].str.split("_").str[1],
+                       same=post["eval_lattice"] == post["target_domain"].str.split("_").str[0])
+    rows = []
+    for stage, frame in (("pretrain", pre), ("transfer", post)):
+        frame = frame[frame["same"]]  # each model on its own lattice, both sizes
+        for rec in frame[["profile", "freezing", "group", "eval_size", *METRICS]].itertuples(index=False):
+            rows.append({"stage": stage, **{k: (float(f"{v:.5g}") if isinstance(v, float) else v)
+                                            for k, v in rec._asdict().items()}})
+    return rows
+
+
+def explorer_html(results_root: Path, series: str, element_id: str | None = None) -> str:
+    """A self-contained HTML fragment (controls + data + script) for a static page."""
+    results = read_results(Path(results_root), series)
+    payload = explorer_payload(results, series)
+    profile = payload["profiles"][0]
+    first = payload["matrices"][f"{profile}|{'+'.join(FREEZING)}|loss|median"]
+    base = _figure(series, first, "loss", "median", profile).to_plotly_json()
+    payload["figure"] = json.loads(json.dumps(base, cls=_PlotlyEncoder))
+    uid = element_id or f"explorer-{series}-{uuid.uuid4().hex[:8]}"
+    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    script = SCRIPT.read_text()
+    return (f'{STYLE}<div class="hrtem-explorer" id="{html.escape(uid)}" data-series="{series}"></div>\n'
+            f'<script type="application/json" id="{html.escape(uid)}-data">{data}</script>\n'
+            f"<script>{script}\nhrtemExplorer({json.dumps(uid)});</script>")
+
+
+class _PlotlyEncoder(json.JSONEncoder):
+    def default(self, o):
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        return super().default(o)
+
+
+def explorer_or_note(results_root: Path, series: str) -> str:
+    """The explorer, or a note saying which command produces the missing results."""
+    try:
+        return explorer_html(results_root, series, element_id=f"{series}-explorer")
+    except ResultsError as err:
+        return (f'<div class="hrtem-explorer hrtem-missing" data-series="{series}"><p><strong>No {series} results '
+                f"are stored yet.</strong> {html.escape(str(err))}</p></div>")
