@@ -35,6 +35,11 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--montage", type=Path, default=None,
                      help="also write example-image montages to this folder (one PNG per series)")
 
+    ex = verbs.add_parser("examples", help="write a few example images and masks per domain for the site")
+    _common(ex)
+    ex.add_argument("--out", type=Path, default=Path("data/examples"), help="folder (default: data/examples)")
+    ex.add_argument("--per-domain", type=int, default=2, help="images per domain (default: 2)")
+
     train = verbs.add_parser("train", help="pretrain (or reuse), transfer-learn and evaluate one model")
     _common(train)
     train.add_argument("--pretrain", required=True, help="pretraining domain, e.g. dose30")
@@ -102,6 +107,11 @@ def _dispatch(args) -> int:
         if args.montage:
             path = write_montage(series, args.montage / f"{series.profile.name}_{series.name}.png", root)
             print(f"montage {path}")
+        return 0
+    if args.verb == "examples":
+        from .datasets import export_examples
+
+        print(f"examples {export_examples(series, args.out, args.data, args.per_domain)}")
         return 0
     if args.verb == "train":
         from .experiment import RunSpec, check_spec, run_transfer

@@ -221,3 +221,34 @@ def write_montage(series: Series, path: Path, root: Path = DEFAULT_ROOT, per_dom
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path
+
+
+def export_examples(series: Series, out: Path, root: Path = DEFAULT_ROOT, per_domain: int = 2) -> Path:
+    """Small committed example set for the site: ``per_domain`` validation images per domain.
+
+    Simulates only the scenes it needs (the first validation scenes of each scene set,
+    the same files a full run makes). Writes ``<out>/<profile>/<series>.npz`` with
+    ``images`` (domains, k, n, n) uint8 scaled between the 0.5th and 99.5th
+    percentiles, ``masks`` (domains, k, n, n) uint8, ``domains``, ``dose``,
+    ``defocus_nm`` and ``pixel_size`` [Å].
+    """
+    profile = series.profile
+    images, masks = [], []
+    for domain in tqdm(series.domains, desc=f"examples {series.name}", unit="domain"):
+        files = []
+        for i in range(per_domain):
+            path = scene_path(root, profile, domain.scene_set, "val", i)
+            if not path.exists():
+                simulate_scene(profile, domain.scene_set, "val", i, path)
+            files.append(path)
+        data = image_domain(series, domain, "val", files)
+        lo, hi = np.percentile(data["images"], [0.5, 99.5], axis=(1, 2), keepdims=True)
+        scaled = np.clip((data["images"] - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+        images.append((scaled * 255).round().astype(np.uint8))
+        masks.append(data["masks"])
+    path = Path(out) / profile.name / f"{series.name}.npz"
+    save_npz(path, images=np.stack(images), masks=np.stack(masks),
+             domains=np.array([d.name for d in series.domains]),
+             dose=np.array([d.dose for d in series.domains]), defocus_nm=np.array([d.defocus for d in series.domains]),
+             pixel_size=np.float64(profile.simulation.pixel_size))
+    return path
