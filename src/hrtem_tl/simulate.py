@@ -13,6 +13,8 @@ Conventions (pinned by tests):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ase import Atoms
 from scipy import ndimage
@@ -38,9 +40,12 @@ def exit_waves(atoms: Atoms, settings: SimulationSettings, seed: int | None, pho
     """
     abtem = _abtem()
     if phonons:
-        source = abtem.FrozenPhonons(
-            atoms, num_configs=settings.phonon_configs, sigmas=settings.phonon_sigma, seed=seed, ensemble_mean=False
-        )
+        with warnings.catch_warnings():  # we average intensities ourselves, after imaging
+            warnings.filterwarnings("ignore", message="ensemble_mean=False")
+            source = abtem.FrozenPhonons(
+                atoms, num_configs=settings.phonon_configs, sigmas=settings.phonon_sigma, seed=seed,
+                ensemble_mean=False,
+            )
     else:
         source = atoms
     potential = abtem.Potential(source, sampling=settings.sampling, slice_thickness=settings.slice_thickness)

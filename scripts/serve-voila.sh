@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Serve the live explorer (widgets/app.ipynb) with Voila on 127.0.0.1.
+# Usage: scripts/serve-voila.sh [PORT]   (default 8866)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+port="${1:-8866}"
+echo "Voila app: http://127.0.0.1:${port}/"
+exec .venv/bin/voila widgets/app.ipynb --no-browser --port="$port" --Voila.ip=127.0.0.1 \
+  --ServerApp.root_dir="$PWD/widgets"
