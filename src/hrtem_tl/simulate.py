@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from .config import SimulationSettings
 
-LABEL_PHASE_THRESHOLD = np.pi / 16  # [rad]
+LABEL_THRESHOLD = 0.02  # |exit wave - 1| that marks a particle pixel (about one atomic layer)
 
 
 def _abtem():
@@ -99,14 +99,19 @@ def calibrate_zero_defocus(particle_wave: np.ndarray, settings: SimulationSettin
 def label_mask(particle_wave: np.ndarray, pixel_size: float, sigma: float) -> np.ndarray:
     """Particle mask (uint8) from the exit wave of the particles alone in vacuum.
 
-    Rule: pixels whose exit-wave phase magnitude exceeds pi/16 are marked; the marks
+    Rule: pixels where the particles change the exit wave, ``|psi - 1| > 0.02``
+    (vacuum is 1; 0.02 is about the phase of one atomic layer), are marked; the marks
     are smoothed by a Gaussian of ``sigma`` [Å] and kept where the smoothed value
-    exceeds 1/2; enclosed holes are filled. Heavy columns whose phase wraps past pi
-    (and so reads as a small or negative phase) are restored by the hole filling, so
-    the mask does not fray on them.
+    exceeds 1/2; enclosed holes are filled. ``|psi - 1|`` does not wrap on heavy
+    columns (a phase near pi gives about 2), so the mask does not fray on them.
+
+    The original study thresholded the phase at pi/16 on a 0.1 Å grid, where single
+    atom columns exceed it. At 0.2-0.5 Å pixels the columns are averaged away and the
+    mean phase of a 1-2 nm particle is close to pi/16, so that rule labelled small
+    wurtzite or Si particles as empty. This rule keeps the mask area within about 15 %
+    of the particles' projected area at 0.2-0.5 Å pixels (tested).
     """
-    phase = np.angle(particle_wave[0])
-    marked = (np.abs(phase) > LABEL_PHASE_THRESHOLD).astype(np.float32)
+    marked = (np.abs(particle_wave[0] - 1) > LABEL_THRESHOLD).astype(np.float32)
     smooth = ndimage.gaussian_filter(marked, sigma / pixel_size, mode="wrap") > 0.5
     return ndimage.binary_fill_holes(smooth).astype(np.uint8)
 
