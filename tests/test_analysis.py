@@ -1,0 +1,306 @@
+"""Tests of hrtem_tl.analysis on small hand-made tables (fast, no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hrtem_tl import analysis as A
+from hrtem_tl.metrics import METRICS
+from hrtem_tl.results import SCHEMA, validate
+
+DOSES = ["dose30", "dose75", "dose150", "dose300", "dose600"]
+
+
+def fake_results(domains, pre_loss, post_loss, *, seeds=(0, 1), freezing=("none", "encoder", "decoder"),
+                 pairs=None, noise=0.0, rng=None, other_change=0.05, times=None, series="noise"):
+    """Schema-valid runs and evaluations tables from two value functions.
+
+    ``pre_loss(pre, eval, seed)`` is the loss of the model pretrained on ``pre`` on
+    ``eval``; ``post_loss(pre, target, freezing, seed)`` that of the transferred model on
+    its target. On every other domain a transferred model is worse than before by
+    ``other_change`` (relative). Dice is 1 - loss so both metrics tell the same story.
+    """
+    rng = rng or np.random.default_rng(0)
+    times = times or {"none": 10.0, "decoder": 9.0, "encoder": 7.0}
+    pairs = pairs or [(a, b) for a in domains for b in domains if a != b]
+    runs, evals = [], []
+    base = {k: 0 for k in SCHEMA["runs"]}
+    for seed in seeds:
+        for a, b in pairs:
+            for f in freezing:
+                run_id = f"{series}|{a}>{b}|{f}|s{seed}"
+                runs.append(base | {
+                    "run_id": run_id, "pretrain_id": f"{series}|{a}|s{seed}", "series": series, "profile": "cpu",
+                    "pretrain_domain": a, "target_domain": b, "freezing": f, "seed": seed, "transfer_images": 32,
+                    "params_total": 100, "params_trainable": {"none": 100, "encoder": 22, "decoder": 90}[f],
+                    "wall_transfer_s": times[f] * (1 + 0.01 * rng.normal()), "device": "cpu", "precision": "bf16",
+                    "package_version": "0", "git_commit": "x", "config_hash": "h", "lr_pretrain": 1e-3,
+                    "lr_transfer": 1e-4, "wall_pretrain_s": 50.0, "finished_at": 0.0,
+                })
+                for d in domains:
+                    before = pre_loss(a, d, seed) + noise * rng.normal()
+                    after = (post_loss(a, b, f, seed) + noise * rng.normal()) if d == b else before * (1 + other_change)
+                    for stage, loss in (("pretrain", before), ("transfer", after)):
+                        evals.append({"run_id": run_id, "profile": "cpu", "stage": stage, "eval_domain": d,
+                                      "loss": loss, "dice": 1 - loss, "iou": 1 - loss, "precision": 1 - loss,
+                                      "recall": 1 - loss, "accuracy": 1 - loss / 10})
+    return validate(pd.DataFrame(runs), "runs"), validate(pd.DataFrame(evals), "evaluations")
+
+
+def matrix_cells(values: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """A long table with one model per cell."""
+    rows = [{"model": f"m{i}", "seed": 0, "freezing": "", "pretrain_domain": r, "target_domain": "",
+             "eval_domain": c, **{m: v for m in METRICS}} for i, ((r, c), v) in enumerate(values.items())]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- variance shares
+
+
+def test_shares_of_a_rows_only_matrix():
+    cells = matrix_cells({(r, c): float(i) for i, r in enumerate("abc") for c in "xyz"})
+    s = A.variance_shares(cells, "loss")
+    assert s["row"] == pytest.approx(1) and s["col"] == pytest.approx(0) and s["residual"] == pytest.approx(0)
+
+
+def test_shares_of_an_additive_matrix_sum_to_one_and_match_hand_computation():
+    rows, cols = {"a": 0.0, "b": 2.0}, {"x": 0.0, "y": 1.0, "z": 5.0}
+    cells = matrix_cells({(r, c): rows[r] + cols[c] for r in rows for c in cols})
+    s = A.variance_shares(cells, "loss")
+    y = np.array([rows[r] + cols[c] for r in rows for c in cols])
+    total = ((y - y.mean()) ** 2).sum()
+    ss_row = 3 * sum((v - np.mean(list(rows.values()))) ** 2 for v in rows.values())
+    assert s["row"] == pytest.approx(ss_row / total)
+    assert s["row"] + s["col"] + s["residual"] == pytest.approx(1)
+
+
+def test_shares_of_pure_interaction_go_to_the_residual():
+    cells = matrix_cells({("a", "x"): 1.0, ("a", "y"): -1.0, ("b", "x"): -1.0, ("b", "y"): 1.0})
+    s = A.variance_shares(cells, "loss")
+    assert s["residual"] == pytest.approx(1) and s["row"] == pytest.approx(0, abs=1e-12)
+
+
+def test_shares_without_the_diagonal_still_find_a_column_effect():
+    cols = {"a": 0.0, "b": 1.0, "c": 3.0, "d": 4.0}
+    cells = matrix_cells({(r, c): cols[c] + (100.0 if r == c else 0.0) for r in cols for c in cols})
+    assert A.variance_shares(cells, "loss")["residual"] > 0.5  # the large diagonal is interaction
+    s = A.variance_shares(cells, "loss", exclude_diagonal=True)
+    assert s["row"] == pytest.approx(0, abs=1e-9) and s["residual"] == pytest.approx(0, abs=1e-9)
+    # without the diagonal, rows and columns are not orthogonal: part of the column
+    # effect is "shared", but the column share still dominates
+    assert s["col"] > 0.85 and s["col"] + s["shared"] == pytest.approx(1)
+
+
+def test_shares_of_constant_cells_are_nan():
+    cells = matrix_cells({(r, c): 1.0 for r in "ab" for c in "xy"})
+    assert np.isnan(A.variance_shares(cells, "loss")["row"])
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_model_cells_counts_each_pretrained_model_once():
+    runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.1, lambda a, b, f, s: 0.05, seeds=(0,))
+    pre = A.model_cells(runs, evals, "pretrain")
+    assert len(pre) == 3 * 3  # 3 pretrained models x 3 evaluated domains, not x runs
+    post = A.model_cells(runs, evals, "transfer")
+    assert len(post) == len(runs) and (post["eval_domain"] == post["target_domain"]).all()
+    assert len(A.model_cells(runs, evals, "transfer", freezing=["none"])) == len(runs) // 3
+
+
+def test_goodness_flips_only_the_loss():
+    assert A.goodness(2.0, "loss") == -2.0 and A.goodness(0.5, "dice") == 0.5
+    with pytest.raises(ValueError):
+        A.goodness(1.0, "nonsense")
+
+
+def test_pick_profile_prefers_the_largest_scale():
+    assert A.pick_profile(["smoke", "cpu"]) == "cpu"
+    assert A.pick_profile(["gpu", "cpu", "paper"]) == "paper"
+    assert A.pick_profile([]) is None
+
+
+# --------------------------------------------------------------------------- uncertainty and verdicts
+
+
+def test_bootstrap_keeps_group_sizes_and_whole_models():
+    cells = matrix_cells({(r, c): 1.0 for r in "ab" for c in "xyz"})
+    cells["model"] = cells["pretrain_domain"]  # one model per row, three evaluations each
+    sizes = A.bootstrap(cells, lambda f: {"n": len(f), "a": (f["pretrain_domain"] == "a").sum()}, n=20)
+    assert (sizes["n"] == 6).all() and (sizes["a"] == 3).all()
+
+
+def test_interval_and_summary_of_constant_data_collapse():
+    cells = matrix_cells({(r, c): float(i) for i, r in enumerate("abc") for c in "xyz"})
+    cells["model"] = cells["pretrain_domain"]  # a pretrained model carries its whole row
+    st = A.summarise(cells, lambda f: A.variance_shares(f, "loss")["row"], n=50)
+    assert st.loc["value", "lo"] == pytest.approx(1) and st.loc["value", "hi"] == pytest.approx(1)
+    assert st.loc["value", "seeds"] == 1
+
+
+@pytest.mark.parametrize("lo,hi,thr,above,expected", [
+    (0.3, 0.5, 0.25, True, A.HOLDS), (0.1, 0.2, 0.25, True, A.FAILS), (0.2, 0.3, 0.25, True, A.PARTLY),
+    (0.01, 0.05, 0.1, False, A.HOLDS), (0.2, 0.3, 0.1, False, A.FAILS), (np.nan, 1, 0, True, A.UNTESTED),
+])
+def test_verdict(lo, hi, thr, above, expected):
+    assert A.verdict(lo, hi, thr, above) == expected
+
+
+def test_equivalence_and_combine():
+    assert A.equivalence(-0.005, 0.004, 0.01) == A.HOLDS
+    assert A.equivalence(0.02, 0.05, 0.01) == A.FAILS
+    assert A.equivalence(-0.005, 0.05, 0.01) == A.PARTLY
+    assert A.combine(A.HOLDS, A.HOLDS, A.UNTESTED) == A.HOLDS
+    assert A.combine(A.HOLDS, A.FAILS) == A.PARTLY
+    assert A.combine(A.UNTESTED) == A.UNTESTED
+
+
+# --------------------------------------------------------------------------- claim statistics
+
+
+def test_worst_row_share_and_trend():
+    loss = {"dose30": 3.0, "dose75": 2.0, "dose150": 1.0}
+    cells = matrix_cells({(r, c): loss[r] + loss[c] for r in loss for c in loss})
+    assert A.worst_row_share(cells, "loss", "dose30", "loss") == 1.0
+    assert A.worst_row_share(cells, "loss", "dose150", "loss") == 0.0
+    assert A.trend(cells, "loss", "loss", A.DOSE) == pytest.approx(1.0)  # lower loss at higher dose
+    assert A.trend(cells, "dice", "dice", A.DOSE) == pytest.approx(-1.0)  # dice = loss here: gets worse
+
+
+def test_class_contrast_and_lighter_advantage():
+    classes = {"C_small": 227, "Si_small": 227, "Cu_small": 225, "Ag_small": 225}
+    good = {("C_small", "Si_small"): 0.9, ("Si_small", "C_small"): 0.8, ("Cu_small", "Ag_small"): 0.9,
+            ("Ag_small", "Cu_small"): 0.8}
+    values = {(r, c): good.get((r, c), 0.5) for r in classes for c in classes}
+    cells = matrix_cells(values)
+    assert A.class_contrast(cells, "dice", "dice", classes) == pytest.approx(0.85 - 0.5)
+    weights = A.mean_atomic_number(classes)
+    pairs = A.lighter_pairs(classes, weights)
+    assert ("C_small", "Si_small") in pairs and ("Cu_small", "Ag_small") in pairs
+    lighter = A.lighter_advantage(cells, "dice", "dice", pairs)
+    assert lighter["mean"] == pytest.approx(0) and lighter["share"] == 0  # equal on the other lattices
+    values[("C_small", "Cu_small")] = 0.7
+    assert A.lighter_advantage(matrix_cells(values), "dice", "dice", pairs)["share"] == 0.5
+
+
+def test_space_groups_and_lightness_of_the_lattices():
+    groups = A.space_groups(["CdSe_small", "Fe3O4_large", "Fe_small"])
+    assert groups == {"CdSe_small": 186, "Fe3O4_large": 227, "Fe_small": 229}
+    z = A.mean_atomic_number(["Fe3O4_small", "C_small"])
+    assert z["C_small"] == 6 and z["Fe3O4_small"] == pytest.approx((3 * 26 + 4 * 8) / 7)
+
+
+def test_size_gaps():
+    domains = ["Cu_small", "Cu_large", "Ag_small", "Ag_large"]
+    # pretraining on the other size costs 0.2 of Dice; another lattice costs 0.4
+    def pre(a, d):
+        (la, sa), (ld, sd) = A.split_domain(a), A.split_domain(d)
+        return 0.9 - (0.2 if (la == ld and sa != sd) else 0) - (0.4 if la != ld else 0)
+    pre_cells = matrix_cells({(a, d): pre(a, d) for a in domains for d in domains})
+    post_cells = matrix_cells({(a, d): 0.85 for a in domains for d in domains if a != d})
+    gaps = A.size_gaps(pre_cells, post_cells, "dice", "dice")
+    assert gaps["before"] == pytest.approx(0.2) and gaps["after"] == pytest.approx(0.05)
+    assert gaps["left"] == pytest.approx(0.25) and gaps["small_on_large"] == pytest.approx(0.2)
+    assert gaps["lattice"] == pytest.approx(0.4) and gaps["ratio"] == pytest.approx(0.5)
+
+
+def test_paired_freezing_and_freezing_table():
+    runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.2,
+                               lambda a, b, f, s: {"none": 0.1, "decoder": 0.1, "encoder": 0.12}[f], seeds=(0,))
+    pairs = A.paired_freezing(runs, evals, "loss")
+    enc = pairs[pairs["freezing"] == "encoder"]
+    assert enc["diff"].to_numpy() == pytest.approx(-0.02) and enc["rel"].to_numpy() == pytest.approx(0.2)
+    assert enc["time_ratio"].to_numpy() == pytest.approx(0.7, rel=0.05)
+    table = A.freezing_table(runs, evals)
+    assert table.loc["encoder", "trainable_share"] == pytest.approx(0.22)
+    assert table.loc["none", "runs"] == 6
+
+
+def test_ood_changes_see_what_transfer_learning_broke():
+    runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,), other_change=0.5)
+    changes = A.ood_changes(runs, evals, "loss")
+    assert len(changes) == len(runs) * 2
+    assert (changes["change"] < 0).all() and set(changes["kind"]) == {"source", "other"}
+    assert A.worse_share(changes, "loss") == 1.0
+    runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,), other_change=0.0)
+    assert A.worse_share(A.ood_changes(runs, evals, "dice"), "dice") == 0.0
+
+
+# --------------------------------------------------------------------------- claims end to end
+
+LEVEL = {d: i for i, d in enumerate(DOSES)}  # 0 = lowest dose
+
+
+def _verdicts(runs, evals, n=40):
+    table = A.assess_claims((runs, evals), None, n=n)
+    return table, A.claim_verdicts(table)
+
+
+def test_claims_1_and_2_hold_when_the_data_say_so():
+    rng = np.random.default_rng(1)
+    runs, evals = fake_results(
+        DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a] - 0.02 * LEVEL[d],
+        lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b] + 0.001 * LEVEL[a], noise=0.002, rng=rng)
+    table, verdicts = _verdicts(runs, evals)
+    assert verdicts[1] == A.HOLDS and verdicts[2] == A.HOLDS
+    assert verdicts[3] == verdicts[4] == verdicts[5] == A.UNTESTED
+    assert (table.loc[table["claim"] == 6, "part"] == "a").any()  # transfer-set size: not varied
+
+
+def test_claim_2_fails_when_the_pretraining_dose_still_rules_after_transfer():
+    rng = np.random.default_rng(2)
+    runs, evals = fake_results(
+        DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a], lambda a, b, f, s: 0.4 - 0.08 * LEVEL[a] - 0.001 * LEVEL[b],
+        noise=0.002, rng=rng)
+    table, verdicts = _verdicts(runs, evals)
+    rows = table[table["claim"] == 2].set_index(["part", "metric"])
+    assert rows.loc[("a", "loss"), "verdict"] == A.FAILS and rows.loc[("b", "loss"), "verdict"] == A.FAILS
+    assert verdicts[2] == A.FAILS
+
+
+def test_claim_6_freezing_parts():
+    rng = np.random.default_rng(3)
+    runs, evals = fake_results(
+        DOSES[:3], lambda a, d, s: 0.3, lambda a, b, f, s: {"none": 0.1, "decoder": 0.1, "encoder": 0.15}[f],
+        noise=0.0005, rng=rng, other_change=0.3)
+    table = A.assess_claims((runs, evals), None, n=40)
+    six = table[(table["claim"] == 6)].set_index(["part", "metric"])
+    assert six.loc[("b", "dice"), "verdict"] == A.HOLDS  # decoder frozen: as good
+    assert six.loc[("c", "dice"), "verdict"] == A.HOLDS  # encoder frozen: worse
+    assert six.loc[("d", "time"), "verdict"] == A.HOLDS  # and faster
+    assert six.loc[("d", "time"), "estimate"] == pytest.approx(0.3, abs=0.03)
+    assert six.loc[("e", "loss"), "verdict"] == A.HOLDS
+    assert six.loc[("a", ""), "verdict"] == A.UNTESTED
+
+
+def test_no_results_means_not_yet_tested():
+    verdicts = A.claim_verdicts(A.assess_claims(None, None))
+    assert set(verdicts) == {A.UNTESTED} and list(verdicts.index) == [1, 2, 3, 4, 5, 6]
+
+
+def test_structure_claims_on_a_small_hand_made_series():
+    lattices = ["Cu", "Ag", "C", "Si"]
+    domains = [f"{l}_{s}" for l in lattices for s in ("small", "large")]
+    group = A.space_groups(domains)
+
+    def pre(a, d):
+        (la, sa), (ld, sd) = A.split_domain(a), A.split_domain(d)
+        loss = 0.1 if a == d else 0.2 if la == ld else 0.3 if group[a] == group[d] else 0.5
+        return loss + (0.05 if (sa, sd) == ("small", "large") else 0)
+
+    def post(a, b, f, s):
+        return 0.1 + 0.02 * lattices.index(A.split_domain(b)[0]) + 0.001 * lattices.index(A.split_domain(a)[0])
+
+    pairs = [(a, b) for a in domains for b in domains if a != b and
+             (A.split_domain(a)[1] == A.split_domain(b)[1] == "small" or A.split_domain(a)[0] == A.split_domain(b)[0])]
+    runs, evals = fake_results(domains, lambda a, d, s: pre(a, d), post, pairs=pairs, series="structure",
+                               noise=0.001, rng=np.random.default_rng(4))
+    table = A.assess_claims(None, (runs, evals), n=40)
+    v = table.set_index(["claim", "part", "metric"])["verdict"]
+    assert v[(3, "a", "loss")] == A.HOLDS  # same class is better
+    assert v[(4, "a", "loss")] == A.HOLDS and v[(4, "b", "loss")] == A.HOLDS
+    assert v[(5, "a", "loss")] == A.HOLDS  # small-particle models worse on large ones
+    assert v[(5, "b", "loss")] == A.HOLDS  # TL leaves little of the gap
+    assert A.claim_verdicts(table)[1] == A.UNTESTED
