@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 port="${1:-8866}"
 echo "Voila app: http://127.0.0.1:${port}/"
-exec .venv/bin/voila widgets/app.ipynb --no-browser --port="$port" --Voila.ip=127.0.0.1 \
+export JUPYTER_PATH="$PWD/widgets${JUPYTER_PATH:+:$JUPYTER_PATH}"  # the offline template
+exec .venv/bin/voila widgets/app.ipynb --template=offline --no-browser --port="$port" --Voila.ip=127.0.0.1 \
   --ServerApp.root_dir="$PWD/widgets"

@@ -59,9 +59,11 @@ class ExplorerApp:
     def _series_changed(self, *_):
         runs = self.tables[self.series.value]["runs"]
         self._busy = True  # one redraw for the whole change, not one per control
-        self.profile.options = sorted(runs["profile"].unique())
-        self.seed.options = [ALL, *sorted(runs["seed"].unique().tolist())]
-        self.size.options = [ALL, *sorted(runs["transfer_images"].unique().tolist())]
+        for control, options in ((self.profile, sorted(runs["profile"].unique())),
+                                 (self.seed, [ALL, *sorted(runs["seed"].unique().tolist())]),
+                                 (self.size, [ALL, *sorted(runs["transfer_images"].unique().tolist())])):
+            control.options = options
+            control.value = options[0]
         self._busy = False
         self.redraw()
 

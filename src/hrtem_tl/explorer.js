@@ -73,10 +73,10 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
   function drawSizes() {
     const rows = payload.sizes.filter(r => r.profile === state.profile && state.freezing.has(r.freezing));
     const traces = [];
-    [["pretrain", "pretraining size", "x"], ["transfer", "transfer size", "x2"]].forEach(([stage, label, ax]) => {
+    [["pretrain", "x"], ["transfer", "x2"]].forEach(([stage, ax]) => {
       ["small", "large"].forEach((group, g) => {
         const sel = rows.filter(r => r.stage === stage && r.group === group);
-        traces.push({type: "box", name: label + ": " + group, x: sel.map(r => r.eval_size + " particles"),
+        traces.push({type: "box", name: "trained on " + group + " particles", x: sel.map(r => r.eval_size + " particles"),
                      y: sel.map(r => r[state.metric]), xaxis: ax, yaxis: ax === "x" ? "y" : "y2",
                      boxpoints: "outliers", marker: {color: g ? "#d95f02" : "#1b9e77"},
                      legendgroup: group, showlegend: stage === "pretrain", offsetgroup: group});

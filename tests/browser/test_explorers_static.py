@@ -1,0 +1,147 @@
+"""The static explorers in real Chromium: controls compose and show the aggregation's values.
+
+Results tables are synthetic (random metrics on the real grid), written in the test,
+so the check is about the page logic, not about any trained model.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import itertools
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly
+import pytest
+
+from hrtem_tl.explore import explorer_html, series_domains
+from hrtem_tl.metrics import METRICS
+from hrtem_tl.results import append_records, matrices, read_results
+from hrtem_tl.series import FREEZING, Series
+from hrtem_tl.config import load_profile
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh)")]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def synthetic_results(root: Path, series: str, seeds=(0, 1), profile: str = "cpu") -> None:
+    """Runs and evaluations with random metric values over the series' real grid."""
+    rng = np.random.default_rng(7)
+    s = Series(series, load_profile(profile))
+    pairs = s.transfer_pairs()
+    runs, evals = [], []
+    for seed, (a, b), f in itertools.product(seeds, pairs, FREEZING):
+        rid = f"{series}|{a}>{b}|{f}|s{seed}"
+        runs.append({"run_id": rid, "pretrain_id": f"{series}|{a}|s{seed}", "series": series, "profile": profile,
+                     "pretrain_domain": a, "target_domain": b, "freezing": f, "seed": seed,
+                     "lr_pretrain": 1e-3, "lr_transfer": 1e-4, "pretrain_images": 64, "transfer_images": 32,
+                     "val_images": 16, "pretrain_epochs": 6, "transfer_epochs": 5, "pretrain_steps": 16,
+                     "transfer_steps": 8, "batch_size": 16, "crop": 128, "best_epoch_pretrain": 3,
+                     "best_epoch_transfer": 4, "params_total": 14322082, "params_trainable": 3151842,
+                     "wall_pretrain_s": 100.0, "wall_transfer_s": 40.0, "device": "cpu", "precision": "fp32",
+                     "package_version": "0", "git_commit": "x", "config_hash": "h", "finished_at": 0.0})
+        pre_values = np.random.default_rng(abs(hash((series, a, seed))) % 2**32)
+        for d in s.domains:
+            evals.append({"run_id": rid, "profile": profile, "stage": "pretrain", "eval_domain": d.name,
+                          **{m: float(pre_values.uniform()) for m in METRICS}})
+            evals.append({"run_id": rid, "profile": profile, "stage": "transfer", "eval_domain": d.name,
+                          **{m: float(rng.uniform()) for m in METRICS}})
+    append_records(root, series, {"runs": runs, "evaluations": evals, "histories": []})
+    pd.DataFrame(columns=["run_id", "profile", "stage", "epoch", "train_loss", "val_loss", "val_dice", "lr"]).astype(
+        {"epoch": "int64"}).to_parquet(root / series / "histories.parquet")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A folder with one page per explorer and plotly.js, served on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("explorers")
+    results = root / "results"
+    for series in ("noise", "structure"):
+        synthetic_results(results, series)
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copy(plotly_js, root / "plotly.min.js")
+    for series in ("noise", "structure"):
+        fragment = explorer_html(results, series, element_id=f"{series}-explorer")
+        (root / f"{series}.html").write_text(
+            f'<!doctype html><html><head><meta charset="utf-8"><script src="plotly.min.js"></script></head>'
+            f"<body>{fragment}</body></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "results": results}
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    page.wait_for_selector(".js-plotly-plot .main-svg")
+    return page, requests
+
+
+def _z(page, series, stage_index):
+    return page.evaluate(f"""() => document.querySelector('#{series}-explorer [data-role=matrices]')
+                                    .data[{stage_index}].z""")
+
+
+def _expected(results, series, freezing, metric, reduction):
+    tables = read_results(results, series)
+    mats = matrices(tables["runs"], tables["evaluations"], freezing=set(freezing), metric=metric,
+                    reduction=reduction, domains=series_domains(series))
+    return {k: v["value"].to_numpy(dtype=float) for k, v in mats.items()}
+
+
+@pytest.mark.parametrize("series", ["noise", "structure"])
+def test_controls_compose_and_match_aggregation(site, browser, series):
+    page, requests = _open(browser, f"{site['url']}/{series}.html")
+    root = f"#{series}-explorer"
+    # Initial state: all freezing modes, loss, median.
+    exp = _expected(site["results"], series, FREEZING, "loss", "median")
+    np.testing.assert_allclose(np.array(_z(page, series, 0), float), exp["pretrain"], rtol=1e-4)
+    # Change one control at a time; earlier choices must persist.
+    page.uncheck(f"{root} [data-control=freezing-none]")
+    page.select_option(f"{root} [data-control=metric]", "dice")
+    page.select_option(f"{root} [data-control=reduction]", "max")
+    exp = _expected(site["results"], series, ("encoder", "decoder"), "dice", "max")
+    np.testing.assert_allclose(np.array(_z(page, series, 0), float), exp["pretrain"], rtol=1e-4)
+    np.testing.assert_allclose(np.array(_z(page, series, 1), float), exp["transfer"], rtol=1e-4)
+    page.uncheck(f"{root} [data-control=freezing-encoder]")
+    exp = _expected(site["results"], series, ("decoder",), "dice", "max")
+    np.testing.assert_allclose(np.array(_z(page, series, 1), float), exp["transfer"], rtol=1e-4)
+    # The last checked mode cannot be unchecked (at least one freezing mode).
+    page.click(f"{root} [data-control=freezing-decoder]")
+    assert page.is_checked(f"{root} [data-control=freezing-decoder]")
+    # Colour bar follows the metric; loss reverses the scale so that better is always yellow.
+    bar = page.evaluate(f"() => document.querySelector('{root} [data-role=matrices]').layout.coloraxis")
+    assert "dice" in bar["colorbar"]["title"]["text"] and bar["reversescale"] is False
+    page.select_option(f"{root} [data-control=metric]", "loss")
+    bar = page.evaluate(f"() => document.querySelector('{root} [data-role=matrices]').layout.coloraxis")
+    assert bar["reversescale"] is True
+    if series == "structure":
+        n_traces = page.evaluate(f"() => document.querySelector('{root} [data-role=sizes]').data.length")
+        assert n_traces == 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"explorer-{series}.png"), full_page=True)
+    assert all(u.startswith(site["url"]) for u in requests), [u for u in requests if not u.startswith(site["url"])]
+    page.close()
+
