@@ -5,8 +5,7 @@ that numpy opens without this package::
 
     <profile>/scenes/<scene set>/<split>_<index>.npz
         waves (configs, n, n) complex64   exit waves of particles + film [vacuum = 1]
-        particle_wave (1, n, n) complex64 exit wave of the particles alone
-        mask (n, n) uint8                 particle label
+        particle_wave (1, n, n) complex64 exit wave of the particles alone (labels come from it)
         zero_defocus ()                   calibrated minimum-contrast defocus [Å]
         layout (str)                      JSON: particles, film thickness, seed
     <profile>/<series>/<domain>_<split>.npz
@@ -14,6 +13,7 @@ that numpy opens without this package::
         masks (N, n, n) uint8
         defocus (N,) float32              defocus applied to each image [Å, abTEM sign]
         pixel_size ()                     [Å]
+        version ()                        DATASET_VERSION that made the file
     <profile>/<series>/manifest.json      settings, seeds, versions, files
 
 Every file is written to a temporary name and renamed, so an interrupted run never
@@ -41,6 +41,9 @@ from .simulate import apply_dose, calibrate_zero_defocus, exit_waves, image_inte
 from .structures import make_scene
 
 SPLITS = ("train", "val")
+# Bump when the imaging or labelling rules change: domain files and pretrained models
+# made by another version are remade instead of trusted. 2: labels from |psi - 1|.
+DATASET_VERSION = 2
 DEFAULT_ROOT = Path("cache/datasets")
 
 
@@ -78,7 +81,6 @@ def simulate_scene(profile: Profile, scene_set: SceneSet, split: str, index: int
     waves = exit_waves(scene.atoms(with_film=True), sim, seed=phonon_seed)
     particle_wave = exit_waves(scene.atoms(with_film=False), sim, seed=None, phonons=False)
     zero = calibrate_zero_defocus(particle_wave, sim, search=scene.cell[2])
-    mask = label_mask(particle_wave, sim.pixel_size, scene_set.lattice.label_sigma)
     layout = {
         "particles": [asdict(p) for p in scene.layout],
         "film_thickness": scene.film_thickness,
@@ -86,7 +88,7 @@ def simulate_scene(profile: Profile, scene_set: SceneSet, split: str, index: int
         "atoms": len(scene.particles) + len(scene.carbon),
         "phonon_seed": phonon_seed,
     }
-    save_npz(path, waves=waves, particle_wave=particle_wave, mask=mask, zero_defocus=np.float64(zero),
+    save_npz(path, waves=waves, particle_wave=particle_wave, zero_defocus=np.float64(zero),
              layout=np.array(json.dumps(layout)))
     return path
 
@@ -97,8 +99,9 @@ def _simulate_task(args) -> Path:
 
 
 def image_domain(series: Series, domain: Domain, split: str, scene_files: list[Path]) -> dict[str, np.ndarray]:
-    """Image every scene of ``split`` under the domain's defocus and dose."""
+    """Image every scene of ``split`` under the domain's defocus and dose, with its labels."""
     sim = series.profile.simulation
+    sigma = domain.scene_set.lattice.label_sigma
     images, masks, defoci = [], [], []
     for index, path in enumerate(scene_files):
         rng = np.random.default_rng(_seed("image", domain.name, split, index))
@@ -106,13 +109,14 @@ def image_domain(series: Series, domain: Domain, split: str, scene_files: list[P
             defocus = float(scene["zero_defocus"]) + 10.0 * domain.defocus + rng.normal(0, sim.defocus_sigma)
             intensity = image_intensity(scene["waves"], defocus, sim)
             images.append(apply_dose(intensity, domain.dose, sim.pixel_size, rng))
-            masks.append(scene["mask"])
+            masks.append(label_mask(scene["particle_wave"], sim.pixel_size, sigma))
         defoci.append(defocus)
     return {
         "images": np.stack(images),
         "masks": np.stack(masks).astype(np.uint8),
         "defocus": np.asarray(defoci, np.float32),
         "pixel_size": np.float64(sim.pixel_size),
+        "version": np.int64(DATASET_VERSION),
     }
 
 
@@ -129,6 +133,7 @@ def manifest(series: Series) -> dict:
              "radius_range": d.scene_set.radius_range, "defocus_nm": d.defocus, "dose": d.dose}
             for d in series.domains
         ],
+        "dataset_version": DATASET_VERSION,
         "seeding": "numpy SeedSequence of CRC32(names) and indices; see hrtem_tl.datasets",
         "software": {pkg: version(pkg) for pkg in ("hrtem-tl", "abtem", "ase", "numpy")}
         | {"python": platform.python_version()},
@@ -169,12 +174,18 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
     for domain in tqdm(series.domains, desc=f"image {series.name} domains", unit="domain", disable=not progress):
         for split in SPLITS:
             path = domain_path(root, series, domain, split)
-            if path.exists():
+            if path.exists() and _version(path) == DATASET_VERSION:
                 continue
             files = [scene_path(root, series.profile, domain.scene_set, split, i) for i in range(counts[split])]
             save_npz(path, **image_domain(series, domain, split, files))
     (out / "manifest.json").write_text(json.dumps(manifest(series), indent=2))
     return out
+
+
+def _version(path: Path) -> int:
+    """DATASET_VERSION recorded in a domain file (1 for files that predate it)."""
+    with np.load(path) as data:
+        return int(data["version"]) if "version" in data.files else 1
 
 
 def _single_thread() -> None:

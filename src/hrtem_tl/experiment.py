@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .config import Profile
-from .datasets import DEFAULT_ROOT, load_domain
+from .datasets import DATASET_VERSION, DEFAULT_ROOT, load_domain
 from .model import FREEZE_MODES, apply_freezing, build_unet, count_parameters, load_checkpoint, save_checkpoint
 from .series import Series
 from .train import Precision, StageResult, evaluate, standardize, train_stage
@@ -100,7 +100,7 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
     """
     profile = series.profile
     precision = precision or Precision.choose(profile.training.mixed_precision)
-    key = profile.config_hash(series.name, domain, str(seed), "pretrain")
+    key = profile.config_hash(series.name, domain, str(seed), "pretrain", f"data-v{DATASET_VERSION}")
     path = Path(checkpoints) / profile.name / series.name / f"pretrain_{domain}_s{seed}_{key}.safetensors"
     if path.exists():
         model, meta = load_checkpoint(path, precision.device)
@@ -162,7 +162,7 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
         "wall_pretrain_s": meta["stage"]["wall_time"], "wall_transfer_s": result.wall_time,
         "device": precision.device, "precision": precision.name,
         "package_version": __version__, "git_commit": git_commit(),
-        "config_hash": profile.config_hash(spec.series), "finished_at": time.time(),
+        "config_hash": profile.config_hash(spec.series, f"data-v{DATASET_VERSION}"), "finished_at": time.time(),
     }
     rid, name = spec.run_id, profile.name
     evaluations = _eval_rows(rid, name, "pretrain", meta["evaluations"]) + _eval_rows(rid, name, "transfer", transfer_evals)
