@@ -17,6 +17,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("series", help=f"dataset series: {', '.join(SERIES_DOMAINS)}")
     p.add_argument("--profile", default="smoke", help="scale profile (see 'hrtem-tl profiles'; default: smoke)")
     p.add_argument("--data", type=Path, default=Path("cache/datasets"), help="dataset folder (default: cache/datasets)")
+    p.add_argument("--profiles", type=Path, default=None, help="profile file (TOML; default: the packaged profiles.toml)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,7 +66,7 @@ def _series(args):
     from .config import load_profile
     from .series import Series
 
-    return Series(args.series, load_profile(args.profile))
+    return Series(args.series, load_profile(args.profile, path=args.profiles))
 
 
 def _check_workers(n: int) -> None:
