@@ -1,0 +1,104 @@
+// hrtem_tl offline site: theme toggle, mobile navigation, Plotly figures
+// stored as application/vnd.plotly.v1+json, and the "on this page" highlight.
+// Loaded with `defer`: runs after the document is parsed (and after the
+// inline scripts of HTML outputs have run), before DOMContentLoaded.
+(function () {
+  'use strict';
+  var root = document.documentElement;
+  var KEY = 'hrtem-site-theme';
+  var media = window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null;
+
+  function effectiveTheme() {
+    var t = root.getAttribute('data-theme');
+    if (t === 'light' || t === 'dark') return t;
+    return media && media.matches ? 'dark' : 'light';
+  }
+
+  function setTheme(t) {
+    root.setAttribute('data-theme', t);
+    try {
+      localStorage.setItem(KEY, t);
+    } catch (e) {
+      /* storage may be disabled */
+    }
+    syncToggle();
+  }
+
+  function syncToggle() {
+    var btn = document.querySelector('.theme-toggle');
+    if (!btn) return;
+    var dark = effectiveTheme() === 'dark';
+    btn.setAttribute('aria-pressed', dark ? 'true' : 'false');
+    btn.title = dark ? 'Switch to light mode' : 'Switch to dark mode';
+  }
+
+  var themeBtn = document.querySelector('.theme-toggle');
+  if (themeBtn) {
+    themeBtn.addEventListener('click', function () {
+      setTheme(effectiveTheme() === 'dark' ? 'light' : 'dark');
+    });
+    syncToggle();
+    if (media && media.addEventListener) media.addEventListener('change', syncToggle);
+  }
+
+  // ---- off-canvas navigation (small screens) ----
+  var navBtn = document.querySelector('.nav-toggle');
+  var backdrop = document.querySelector('.nav-backdrop');
+  function setNav(open) {
+    document.body.classList.toggle('nav-open', open);
+    if (navBtn) navBtn.setAttribute('aria-expanded', open ? 'true' : 'false');
+    if (backdrop) backdrop.hidden = !open;
+  }
+  if (navBtn) {
+    navBtn.addEventListener('click', function () {
+      setNav(!document.body.classList.contains('nav-open'));
+    });
+  }
+  if (backdrop) backdrop.addEventListener('click', function () { setNav(false); });
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape') setNav(false);
+  });
+  document.querySelectorAll('.sidebar a').forEach(function (a) {
+    a.addEventListener('click', function () { setNav(false); });
+  });
+
+  // ---- Plotly figures from notebook outputs ----
+  document.querySelectorAll('script[type="application/vnd.plotly.v1+json"]').forEach(function (s) {
+    var target = document.getElementById(s.getAttribute('data-target'));
+    if (!target) return;
+    if (!window.Plotly) {
+      target.textContent = 'plotly.js did not load: the figure cannot be drawn.';
+      return;
+    }
+    try {
+      var fig = JSON.parse(s.textContent);
+      var config = Object.assign({ responsive: true, displaylogo: false }, fig.config || {});
+      window.Plotly.newPlot(target, fig.data || [], fig.layout || {}, config);
+    } catch (e) {
+      target.textContent = 'Could not draw this figure: ' + e.message;
+    }
+  });
+
+  // ---- highlight the current section in the outlines ----
+  var links = Array.prototype.slice.call(document.querySelectorAll('.outline a, .nav-outline a'));
+  if (links.length && 'IntersectionObserver' in window) {
+    var byId = {};
+    links.forEach(function (a) {
+      var id = decodeURIComponent(a.getAttribute('href').slice(1));
+      (byId[id] = byId[id] || []).push(a);
+    });
+    var visible = {};
+    var order = Object.keys(byId);
+    var obs = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) { visible[e.target.id] = e.isIntersecting; });
+      var current = order.filter(function (id) { return visible[id]; })[0];
+      if (!current) return;
+      links.forEach(function (a) { a.classList.remove('current'); });
+      byId[current].forEach(function (a) { a.classList.add('current'); });
+    }, { rootMargin: '-10% 0px -70% 0px' });
+    order.forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) obs.observe(el);
+    });
+  }
+})();
