@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build the static, offline MyST site.
+#
+#   scripts/build-site.sh [PROJECT_DIR]
+#
+# PROJECT_DIR (default: the repository root) holds the myst.yml whose
+# `site: template:` points at site/template. The site lands in
+# PROJECT_DIR/_build/html (printed at the end); open index.html through any
+# static server, e.g. scripts/serve-site.sh.
+#
+# Offline by design: npm packages come from site/package-lock.json (`npm ci`,
+# only when site/node_modules is missing or stale), KaTeX and plotly.js are
+# copied from local packages, and nothing is fetched at build time.
+# Notebooks are NOT executed: their committed outputs are rendered.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROJECT="$(cd "${1:-$ROOT}" && pwd)"
+SITE="$ROOT/site"
+
+# Prefer the project's virtual environment (mystmd and plotly live there).
+if [[ -x "$ROOT/.venv/bin/myst" ]]; then
+  export PATH="$ROOT/.venv/bin:$PATH"
+fi
+command -v myst >/dev/null || { echo "error: mystmd not found (pip install -e '.[site]')" >&2; exit 1; }
+command -v node >/dev/null || { echo "error: node not found" >&2; exit 1; }
+
+start=$(date +%s.%N)
+
+# 1. npm dependencies of the renderer, from the committed lock file.
+stamp="$SITE/node_modules/.package-lock.json"
+if [[ ! -f "$stamp" || "$SITE/package-lock.json" -nt "$stamp" ]]; then
+  echo "Installing site/ npm dependencies (npm ci)..."
+  npm ci --prefix "$SITE" --no-audit --no-fund --prefer-offline --loglevel=error
+fi
+
+# 2. plotly.js from the plotly Python package (same version as the figures).
+if [[ -z "${PLOTLY_JS:-}" ]]; then
+  PLOTLY_JS="$(python -c 'import os, plotly; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')"
+fi
+[[ -f "$PLOTLY_JS" ]] || { echo "error: plotly.min.js not found at $PLOTLY_JS" >&2; exit 1; }
+export PLOTLY_JS
+
+# 3. mystmd builds the page JSON and runs site/template/render.mjs.
+#    mystmd serves content on "localhost" and hands the renderer a
+#    localhost URL; an inherited HOST would make it listen elsewhere.
+cd "$PROJECT"
+OUT="$PROJECT/_build/html"
+rm -f "$OUT/.render.log"
+env -u HOST myst build --html
+
+if [[ ! -f "$OUT/index.html" || ! -f "$OUT/.render.log" ]]; then
+  echo "error: the site renderer did not finish (no $OUT/index.html)" >&2
+  exit 1
+fi
+grep -E '^warning:' "$OUT/.render.log" || true
+for asset in assets/site.css assets/site.js assets/katex/katex.min.css assets/plotly.min.js; do
+  [[ -f "$OUT/$asset" ]] || { echo "error: missing $OUT/$asset" >&2; exit 1; }
+done
+
+end=$(date +%s.%N)
+pages=$(find "$OUT" -maxdepth 1 -name '*.html' | wc -l)
+awk -v s="$start" -v e="$end" -v n="$pages" -v o="$OUT" \
+  'BEGIN { printf "Built %d pages into %s in %.1f s\n", n, o, e - s }'
