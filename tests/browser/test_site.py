@@ -1,0 +1,200 @@
+"""Browser tests of the offline static site (site/template) on a fixture project.
+
+Run with ``pytest -m browser tests/browser``. They need node (for the build)
+and Debian's /usr/bin/chromium (skipped without it).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PAGES = ["index.html", "methods.html", "explorer.html", "appendix.html"]
+
+
+def wait_for_plot(page, div_id: str):
+    page.wait_for_selector(f"#{div_id}.js-plotly-plot svg.main-svg", timeout=15_000)
+
+
+def plot_value(page, div_id: str, expr: str):
+    return page.evaluate(f"() => {{ const gd = document.getElementById('{div_id}'); return {expr}; }}")
+
+
+# ---------------------------------------------------------------- build output
+
+
+def test_build_writes_every_page_and_local_assets(built_site):
+    for name in PAGES:
+        assert (built_site / name).is_file(), name
+    for asset in ["assets/plotly.min.js", "assets/site.css", "assets/site.js", "assets/katex/katex.min.css"]:
+        assert (built_site / asset).is_file(), asset
+    assert list((built_site / "assets/katex/fonts").glob("KaTeX_Main-Regular.woff2"))
+    # The large explorer output (> 25,000 characters) came from a separate
+    # file on mystmd's content server and is inlined in the page.
+    index = (built_site / "index.html").read_text()
+    assert 'id="demo-data"' in index
+    assert "Plotly.react" in index
+
+
+def test_pages_reference_no_remote_resources(built_site):
+    pattern = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+    for name in PAGES:
+        html = (built_site / name).read_text()
+        assert not pattern.search(html), f"{name} loads something from another host"
+
+
+# ---------------------------------------------------------------- interactive figures
+
+
+def test_explorer_renders_and_select_redraws(loaded_pages, artifacts_dir):
+    rec = loaded_pages["index.html"]
+    page = rec.page
+    wait_for_plot(page, "demo-plot")
+    assert plot_value(page, "demo-plot", "gd.data[0].z[0][0]") == pytest.approx(0.125)
+    assert "dataset A" in page.text_content("#demo-plot .gtitle")
+
+    page.select_option("#demo-select", "B")
+    page.wait_for_function(
+        "() => document.getElementById('demo-plot').data[0].z[0][0] === 0.875", timeout=10_000
+    )
+    assert "dataset B" in page.text_content("#demo-plot .gtitle")
+    assert page.locator("#demo-plot svg.main-svg .heatmaplayer image, #demo-plot svg.main-svg .hm").count() > 0
+    page.screenshot(path=str(artifacts_dir / "site-index.png"), full_page=True)
+    assert rec.errors == []
+
+
+def test_plain_plotly_figure_output(loaded_pages):
+    page = loaded_pages["index.html"].page
+    target = page.locator("#fig-plain .output-plotly .plotly-target")
+    target.locator("svg.main-svg").first.wait_for(timeout=15_000)
+    div_id = target.get_attribute("id")
+    assert plot_value(page, div_id, "gd.data[0].y") == [0.81, 0.88, 0.92, 0.95, 0.96]
+    assert page.locator("#fig-plain .scatterlayer .trace").count() == 1
+
+
+def test_small_inline_explorer_and_png_output(loaded_pages):
+    page = loaded_pages["methods.html"].page
+    wait_for_plot(page, "small-plot")
+    page.select_option("#small-select", "high")
+    page.wait_for_function("() => document.getElementById('small-plot').data[0].z[0][0] === 0.9")
+
+    page = loaded_pages["index.html"].page
+    img = page.locator("#fig-static img.output-image")
+    img.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#fig-static img.output-image'); return i && i.complete && i.naturalWidth > 0; }"
+    )
+
+
+def test_notebook_page_shows_code_outputs_and_honours_tags(loaded_pages):
+    page = loaded_pages["explorer.html"].page
+    wait_for_plot(page, "demo-plot")
+    assert page.locator("pre.code-block code.language-python").count() >= 5
+    assert "text output: 42" in page.inner_text(".output-stream >> nth=0")
+    # remove-input: output kept, code gone; hide-input: code folded
+    assert page.locator("table.removed-input-table").count() == 1
+    assert "removed-input-table" not in " ".join(page.locator("pre.code-block").all_inner_texts())
+    assert page.locator("details.hidden-code").count() == 1
+    assert page.locator("a[download]").get_attribute("href").endswith(".ipynb")
+
+
+# ---------------------------------------------------------------- scholarly content
+
+
+def test_math_is_rendered_with_local_katex(loaded_pages):
+    page = loaded_pages["index.html"].page
+    assert page.locator("#eq-loss .katex-display").count() == 1
+    assert page.inner_text("#eq-loss .eq-number") == "(1)"
+    assert page.locator(".math-inline .katex").count() >= 1
+    page.evaluate("() => document.fonts.ready")
+    assert page.evaluate("() => document.fonts.check('16px KaTeX_Main')")
+
+
+def test_citations_bibliography_and_cross_references(loaded_pages):
+    page = loaded_pages["index.html"].page
+    cite = page.locator('a.cite[href="#cite-ronneberger2015"]')
+    assert cite.count() == 1
+    assert "Ronneberger" in cite.inner_text()
+    assert "U-Net" in page.inner_text("#references #cite-ronneberger2015")
+    assert page.locator("#references li").count() == 2
+    # numbered figures and their references
+    assert page.text_content("#fig-demo figcaption .caption-number") == "Figure\u00a01:"
+    assert page.inner_text('a.xref[href="#fig-demo"]') == "Figure\u00a01"
+    assert page.inner_text('a.xref[href="#eq-loss"]') == "(1)"
+    assert page.locator('a.xref[href="methods.html#sec-methods"]').count() == 1
+    # footnote
+    assert page.locator('sup.footnote-ref a[href="#fn-fn"]').count() == 1
+
+    page = loaded_pages["methods.html"].page
+    assert page.locator('a.xref[href="index.html#eq-loss"]').count() == 1
+    assert page.locator('a[href="appendix.html"]').count() == 1
+
+
+def test_navigation_sidebar_and_pager(loaded_pages):
+    page = loaded_pages["methods.html"].page
+    nav = page.locator("#sidebar")
+    hrefs = nav.locator(".nav-pages > li > a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    assert hrefs == ["index.html", "methods.html", "explorer.html"]  # the hidden page stays out
+    assert nav.locator("li.active > a").inner_text() == "Methods"
+    assert nav.locator(".nav-part").text_content() == "Notebooks"
+    assert page.locator(".pager .prev").get_attribute("href") == "index.html"
+    assert page.locator(".pager .next").get_attribute("href") == "explorer.html"
+
+
+# ---------------------------------------------------------------- theme and layout
+
+
+def background(page) -> str:
+    return page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+
+
+def test_dark_mode_follows_system_and_toggle(open_page, artifacts_dir):
+    rec = open_page("index.html", color_scheme="light")
+    page = rec.page
+    light_bg = background(page)
+    page.click(".theme-toggle")
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    dark_bg = background(page)
+    assert dark_bg != light_bg
+    page.reload()
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    assert background(page) == dark_bg
+    wait_for_plot(page, "demo-plot")
+    page.screenshot(path=str(artifacts_dir / "site-index-dark.png"))
+    page.click(".theme-toggle")
+    assert background(page) == light_bg
+
+    system_dark = open_page("index.html", color_scheme="dark").page
+    assert background(system_dark) == dark_bg
+    assert rec.errors == []
+
+
+def test_phone_layout_has_toggleable_navigation(open_page, artifacts_dir):
+    page = open_page(
+        "index.html", viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    ).page
+    wait_for_plot(page, "demo-plot")
+    sidebar = page.locator("#sidebar")
+    assert sidebar.bounding_box()["x"] < 0  # off-canvas
+    # nothing wider than the screen
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(artifacts_dir / "site-index-phone.png"))
+    page.click(".nav-toggle")
+    page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    page.screenshot(path=str(artifacts_dir / "site-index-phone-nav.png"))
+
+
+# ---------------------------------------------------------------- offline
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_no_request_leaves_the_host(loaded_pages, name):
+    rec = loaded_pages[name]
+    rec.page.mouse.wheel(0, 20_000)  # bring lazy content into view
+    rec.page.wait_for_timeout(300)
+    assert len(rec.requests) > 3
+    assert rec.external_requests() == []
+    assert rec.errors == []
