@@ -137,6 +137,15 @@ def run_study(
     ``limit`` stops after that many new runs (useful to split a sweep into slices).
     """
     profile = series.profile
+    # Check the arguments before hours of simulation, not after.
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    unknown = [f for f in freezing if f not in FREEZING]
+    if unknown or not freezing:
+        raise ValueError(f"unknown freezing mode(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(FREEZING)}")
     simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
     done = finished_runs(results_root, series.name, profile.name)
     specs = plan(series, freezing)
