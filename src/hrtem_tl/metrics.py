@@ -4,7 +4,8 @@ Pooling: pixel counts (true/false positives/negatives) are summed over every pix
 of every image of an evaluation set, then each ratio is taken once ("micro"
 pooling), so large and small images weigh by their pixels. The loss is the mean
 per-pixel cross-entropy on logits (its floor is 0; no offset is subtracted).
-An empty denominator gives 1.0 when both prediction and truth are empty.
+An empty denominator gives 1.0 when both prediction and truth are empty and 0.0
+otherwise (an empty prediction of particles that are there has precision 0).
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class ConfusionCounts:
         return self.tp + self.fp + self.fn + self.tn
 
     def metrics(self) -> dict[str, float]:
-        def ratio(num: int, den: int) -> float:
-            return 1.0 if den == 0 else num / den
-
         tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
+
+        def ratio(num: int, den: int) -> float:
+            if den == 0:  # 1.0 only when prediction and truth are both empty
+                return 1.0 if tp + fp + fn == 0 else 0.0
+            return num / den
+
         return {
             "loss": self.loss_sum / max(self.pixels, 1),
             "dice": ratio(2 * tp, 2 * tp + fp + fn),
