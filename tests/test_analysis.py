@@ -137,7 +137,7 @@ def test_interval_and_summary_of_constant_data_collapse():
     cells["model"] = cells["pretrain_domain"]  # a pretrained model carries its whole row
     st = A.summarise(cells, lambda f: A.variance_shares(f, "loss")["row"], n=50)
     assert st.loc["value", "lo"] == pytest.approx(1) and st.loc["value", "hi"] == pytest.approx(1)
-    assert st.loc["value", "seeds"] == 1
+    assert st.loc["value", "seeds"] == 1 and st.loc["value", "units"] == 1
 
 
 @pytest.mark.parametrize("lo,hi,thr,above,expected", [

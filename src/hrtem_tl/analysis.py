@@ -236,8 +236,11 @@ def summarise(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | d
     """Estimate, bootstrap interval and per-seed range of each output of ``statistic``.
 
     Returns one row per output with ``estimate``, ``lo``, ``hi`` (bootstrap interval of
-    width ``THRESHOLDS['level']``), ``seed_min``, ``seed_max`` and ``seeds``.
+    width ``THRESHOLDS['level']``), ``seed_min``, ``seed_max``, ``seeds`` and ``units``
+    (the fewest models in any re-sampling group: with 1 the interval says nothing).
     """
+    groups = list(groups)
+    units = int(cells.groupby(groups)["model"].nunique().min()) if groups and len(cells) else cells["model"].nunique()
     est = statistic(cells)
     est = est if isinstance(est, dict) else {"value": est}
     boot = bootstrap(cells, statistic, groups=groups, n=n, seed=seed)
@@ -247,7 +250,8 @@ def summarise(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | d
         lo, hi = interval(boot[key]) if key in boot else (np.nan, np.nan)
         col = seeds[key] if key in seeds else pd.Series(dtype=float)
         rows[key] = {"estimate": float(value), "lo": lo, "hi": hi, "seed_min": float(col.min()) if len(col) else np.nan,
-                     "seed_max": float(col.max()) if len(col) else np.nan, "seeds": int(col.notna().sum())}
+                     "seed_max": float(col.max()) if len(col) else np.nan, "seeds": int(col.notna().sum()),
+                     "units": units}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -560,12 +564,12 @@ def _row(claim, part, series, metric, text, threshold, stats, key, above=True, k
         shown = f"{'>' if above else '<'} {threshold:g}"
     return {"claim": claim, "part": part, "series": series, "metric": metric, "test": text,
             "estimate": s["estimate"], "lo": s["lo"], "hi": s["hi"], "seed_min": s["seed_min"],
-            "seed_max": s["seed_max"], "seeds": s["seeds"], "threshold": shown, "verdict": v}
+            "seed_max": s["seed_max"], "seeds": s["seeds"], "units": s["units"], "threshold": shown, "verdict": v}
 
 
 def _untested(claim, part, series, text, why):
     return {"claim": claim, "part": part, "series": series, "metric": "", "test": text, "estimate": np.nan,
-            "lo": np.nan, "hi": np.nan, "seed_min": np.nan, "seed_max": np.nan, "seeds": 0, "threshold": why,
+            "lo": np.nan, "hi": np.nan, "seed_min": np.nan, "seed_max": np.nan, "seeds": 0, "units": 0, "threshold": why,
             "verdict": UNTESTED}
 
 
@@ -708,7 +712,7 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     ``noise`` and ``structure`` are (runs, evaluations) of one profile each, or ``None``
     when that series has no results (its claims are then ``not yet tested``). Columns:
     ``claim, part, series, metric, test, estimate, lo, hi, seed_min, seed_max, seeds,
-    threshold, verdict``.
+    units, threshold, verdict``.
     """
     rows = []
     if noise is None or noise[0].empty:

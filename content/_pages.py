@@ -1,0 +1,357 @@
+"""Shared helpers of the paper's notebooks: load results, format numbers as HTML.
+
+The notebooks run with ``content/`` as working directory. Results are read from
+``$HRTEM_TL_RESULTS`` (default ``../data/results``), examples from
+``$HRTEM_TL_EXAMPLES`` (default ``../data/examples``). Every number a page shows is
+computed here or in :mod:`hrtem_tl.analysis` from those files.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import HTML
+
+from hrtem_tl import analysis as A
+from hrtem_tl.results import ResultsError, read_results
+
+RESULTS = Path(os.environ.get("HRTEM_TL_RESULTS", "../data/results"))
+EXAMPLES = Path(os.environ.get("HRTEM_TL_EXAMPLES", "../data/examples"))
+BOOTSTRAP = int(os.environ.get("HRTEM_TL_BOOTSTRAP", "400"))  # replicates; same everywhere, so pages agree
+COMMANDS = {
+    "noise": "hrtem-tl study noise --profile cpu",
+    "structure": "hrtem-tl study structure --profile cpu",
+}
+PROFILE_MEANING = {
+    "smoke": "a plumbing test on tiny, barely trained models whose numbers mean nothing",
+    "cpu": "a reduced scale that one 2-core computer finishes in hours",
+    "gpu": "the original image and set sizes on one accelerator",
+    "paper": "the original study's settings in full",
+}
+STYLE = """<style>
+.hr-table{border-collapse:collapse;font-size:0.9em;margin:0.4em 0 0.8em}
+.hr-table th,.hr-table td{border-bottom:1px solid #ccc;padding:0.2em 0.6em;text-align:left;vertical-align:top}
+.hr-note{border-left:4px solid #d9a300;padding:0.3em 0.8em;background:#fff8e0}
+.hr-v{font-weight:600;padding:0 0.3em;border-radius:3px}
+.hr-holds{background:#d7f0d7}.hr-partly{background:#fff0c2}.hr-fails{background:#f8d4d4}.hr-untested{background:#e6e6e6}
+</style>"""
+
+
+@dataclass
+class SeriesData:
+    """One series' results for the largest-scale profile present, or why there are none."""
+
+    name: str
+    runs: pd.DataFrame | None = None
+    evaluations: pd.DataFrame | None = None
+    histories: pd.DataFrame | None = None
+    profile: str | None = None
+    missing: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.runs is not None and not self.runs.empty
+
+    @property
+    def pair(self):
+        return (self.runs, self.evaluations) if self.ok else None
+
+
+def load(series: str, root: Path = RESULTS) -> SeriesData:
+    """Results of ``series`` for the largest-scale profile stored."""
+    try:
+        tables = read_results(root, series)
+    except ResultsError as err:
+        return SeriesData(series, missing=str(err))
+    profile = A.pick_profile(tables["runs"]["profile"])
+    if profile is None:
+        return SeriesData(series, missing=f"{root}/{series}/runs.parquet holds no runs")
+    runs, evals = A.for_profile(tables["runs"], tables["evaluations"], profile)
+    hist = tables["histories"][tables["histories"]["profile"] == profile]
+    return SeriesData(series, runs, evals, hist, profile)
+
+
+def planned_runs(series: str, profile: str) -> int:
+    """Runs in the full grid of ``series`` at ``profile``."""
+    from hrtem_tl.config import load_profile
+    from hrtem_tl.series import Series
+    from hrtem_tl.study import plan
+
+    return len(plan(Series(series, load_profile(profile))))
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits (thousands separated), or an en dash."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    if x == 0:
+        return "0"
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def pct(x, digits: int | None = None) -> str:
+    """A fraction as a percentage (whole percent from 10 %, finer below; ``digits`` decimals if given)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    v = 100 * float(x)
+    if digits is not None:
+        return f"{v:.{digits}f} %"
+    return f"{v:.0f} %" if abs(v) >= 10 else f"{v:.1f} %" if abs(v) >= 1 else f"{v:.2f} %"
+
+
+def seconds(x) -> str:
+    """A duration in s, min or h."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if x < 120:
+        return f"{x:.3g} s"
+    if x < 2 * 3600:
+        return f"{x / 60:.3g} min"
+    return f"{x / 3600:.3g} h"
+
+
+def badge(verdict: str) -> str:
+    cls = {A.HOLDS: "holds", A.PARTLY: "partly", A.FAILS: "fails", A.UNTESTED: "untested"}[verdict]
+    return f'<span class="hr-v hr-{cls}">{html.escape(verdict)}</span>'
+
+
+def table(frame: pd.DataFrame, formats: dict | None = None, index: bool = True, caption: str | None = None) -> str:
+    """A small HTML table; ``formats`` maps column names to formatting functions."""
+    formats = formats or {}
+    frame = frame.copy()
+    for col in frame.columns:
+        f = formats.get(col, fmt if pd.api.types.is_numeric_dtype(frame[col]) else str)
+        frame[col] = [f(v) for v in frame[col]]
+    body = frame.to_html(index=index, escape=False, border=0, classes="hr-table")
+    return (f"<p><em>{caption}</em></p>" if caption else "") + body
+
+
+def scale_sentence(data: SeriesData) -> str:
+    """Which profile produced a series' numbers and what that scale means."""
+    if not data.ok:
+        return (f'<p class="hr-note">No <strong>{data.name}</strong> results are stored yet. '
+                f"They are produced by <code>{COMMANDS.get(data.name, 'hrtem-tl study ' + data.name)}</code>; "
+                f"until then every statement of this page about the {data.name} series is "
+                f"<em>not yet tested</em>.</p>")
+    r = data.runs
+    first = r.iloc[0]
+    planned = planned_runs(data.name, data.profile)
+    seeds = sorted(r["seed"].unique())
+    note = PROFILE_MEANING.get(data.profile, "a custom scale")
+    done = (f"all {fmt(planned)} runs of its grid" if len(r) >= planned
+            else f"{fmt(len(r))} of the {fmt(planned)} runs of its grid (the study was still running)")
+    return (f"<p>The <strong>{data.name}</strong> numbers on this page come from the <code>{data.profile}</code> profile "
+            f"({note}): {done}, seed(s) {', '.join(map(str, seeds))}; {fmt(int(first['pretrain_images']))} "
+            f"pretraining and {fmt(int(first['transfer_images']))} transfer images per domain, "
+            f"{fmt(int(first['val_images']))} validation images, training on random {fmt(int(first['crop']))} px crops, "
+            f"{fmt(int(first['pretrain_epochs']))} pretraining epochs of {fmt(int(first['pretrain_steps']))} mini-batches "
+            f"and {fmt(int(first['transfer_epochs']))} transfer epochs of {fmt(int(first['transfer_steps']))}, "
+            f"{first['precision']} on {first['device']}.</p>")
+
+
+def formula(text: str) -> str:
+    """Chemical formula with subscript digits (Fe3O4 -> Fe<sub>3</sub>O<sub>4</sub>)."""
+    import re
+
+    return re.sub(r"(\d+)", r"<sub>\1</sub>", str(text))
+
+
+def show(*parts: str) -> None:
+    """Display the HTML ``parts`` (with the page style) as one output."""
+    from IPython.display import display
+
+    display(HTML(STYLE + "".join(parts)))
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def assess(noise: SeriesData, structure: SeriesData) -> pd.DataFrame:
+    """The claim table of :func:`hrtem_tl.analysis.assess_claims` (same settings on every page)."""
+    return A.assess_claims(noise.pair, structure.pair, n=BOOTSTRAP, metrics=("loss", "dice"))
+
+
+def interval_text(row) -> str:
+    """'estimate [lo, hi]' with the per-seed range when there are several seeds."""
+    if row["verdict"] == A.UNTESTED and math.isnan(row["estimate"]):
+        return "–"
+    pctish = row["metric"] == "time" or "share" in row["test"] or "fraction" in row["test"]
+    f = pct if pctish else fmt
+    text = f"{f(row['estimate'])} [{f(row['lo'])}, {f(row['hi'])}]"
+    if row["units"] == 1:
+        text += " (one model per group: no spread)"
+    if row["seeds"] > 1:
+        text += f"; seeds {f(row['seed_min'])} to {f(row['seed_max'])}"
+    return text
+
+
+def claim_rows_html(table: pd.DataFrame, claim: int) -> str:
+    rows = table[table["claim"] == claim]
+    out = pd.DataFrame({
+        "series": rows["series"], "metric": rows["metric"].replace({"dice": "Dice", "time": "wall time"}),
+        "what is measured": rows["test"],
+        "estimate [95 % interval]; per-seed range": [interval_text(r) for _, r in rows.iterrows()],
+        "claim needs": rows["threshold"], "verdict": [badge(v) for v in rows["verdict"]],
+    })
+    return table_html(out)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=False, border=0, classes="hr-table")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _data_uri(array: np.ndarray, kind: str) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if kind == "jpeg":
+        Image.fromarray(array, "L").save(buf, format="JPEG", quality=88)
+    else:
+        Image.fromarray(array, "RGBA").save(buf, format="PNG", optimize=True)
+    return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _overlay(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    mask = mask.astype(bool)
+    edge = mask & ~ndimage.binary_erosion(mask, iterations=1)
+    rgba = np.zeros(mask.shape + (4,), np.uint8)
+    rgba[mask] = (255, 150, 0, 70)
+    rgba[edge] = (255, 120, 0, 255)
+    return rgba
+
+
+def example_files() -> dict[str, tuple[str, Path]]:
+    """For each series, the example file of the largest-scale profile present."""
+    found = {}
+    for series in ("noise", "structure"):
+        for profile in A.PROFILE_ORDER:
+            path = EXAMPLES / profile / f"{series}.npz"
+            if path.exists():
+                found[series] = (profile, path)
+                break
+    return found
+
+
+def _domain_title(series: str, name: str, dose: float, defocus: float) -> str:
+    from hrtem_tl.series import SIZE_RADII
+
+    if series == "noise":
+        return f"noise · {dose:g} e⁻/Å², defocus {defocus:g} nm"
+    lattice, size = A.split_domain(name)
+    lo, hi = SIZE_RADII[size]
+    return f"structure · {lattice}, {size} (radius {lo / 10:g}–{hi / 10:g} nm), {dose:g} e⁻/Å²"
+
+
+def examples_figure():
+    """Interactive example images: a menu of domains, a mask switch and a scale bar."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    files = example_files()
+    if not files:
+        return None
+    entries = []  # (title, image, mask, pixel size [nm], profile)
+    for series, (profile, path) in files.items():
+        with np.load(path) as data:
+            for d, name in enumerate(data["domains"]):
+                title = _domain_title(series, str(name), float(data["dose"][d]), float(data["defocus_nm"][d]))
+                entries.append((title, data["images"][d], data["masks"][d], float(data["pixel_size"]) / 10, profile))
+    k = max(e[1].shape[0] for e in entries)
+    fig = make_subplots(rows=1, cols=k, horizontal_spacing=0.02,
+                        subplot_titles=[f"validation image {j + 1}" for j in range(k)])
+    masks = []
+    for i, (title, images, labels, px, _) in enumerate(entries):
+        for j in range(images.shape[0]):
+            common = dict(dx=px, dy=px, x0=px / 2, y0=px / 2, visible=(i == 0), hoverinfo="skip")
+            fig.add_trace(go.Image(source=_data_uri(images[j], "jpeg"), name=title, **common), row=1, col=j + 1)
+            fig.add_trace(go.Image(source=_data_uri(_overlay(labels[j]), "png"), name="mask", opacity=1.0,
+                                   **common), row=1, col=j + 1)
+            masks.append(len(fig.data) - 1)
+    per_entry = [images.shape[0] * 2 for _, images, *_ in entries]
+    buttons, start = [], 0
+    for (title, *_), count in zip(entries, per_entry):
+        visible = [False] * len(fig.data)
+        visible[start:start + count] = [True] * count
+        buttons.append({"label": title, "method": "update", "args": [{"visible": visible}]})
+        start += count
+    n, px = entries[0][1].shape[-1], entries[0][3]
+    field = n * px
+    bar = next(b for b in (10, 5, 2, 1, 0.5, 0.2) if b <= field / 4)
+    for j in range(k):
+        ref = "" if j == 0 else str(j + 1)
+        x0, y = 0.06 * field, 0.93 * field
+        fig.add_shape(type="line", x0=x0, x1=x0 + bar, y0=y, y1=y, xref=f"x{ref}", yref=f"y{ref}",
+                      line={"color": "white", "width": 5})
+        fig.add_annotation(x=x0 + bar / 2, y=y - 0.02 * field, text=f"<b>{bar:g} nm</b>", showarrow=False,
+                           yanchor="bottom", xref=f"x{ref}", yref=f"y{ref}", font={"color": "white", "size": 13},
+                           bgcolor="rgba(0,0,0,0.45)")
+        fig.update_xaxes(visible=False, row=1, col=j + 1, range=[0, field])
+        fig.update_yaxes(visible=False, row=1, col=j + 1, range=[field, 0], scaleanchor=f"x{ref}")
+    profiles = ", ".join(sorted({f"{s}: {p}" for s, (p, _) in files.items()}))
+    fig.add_annotation(text=f"simulated at profile {profiles}; orange: label mask", x=0, y=-0.01, xref="paper",
+                       yref="paper", xanchor="left", yanchor="top", showarrow=False, font={"size": 12})
+    fig.update_layout(
+        height=490, margin={"l": 10, "r": 40, "t": 80, "b": 30}, template="plotly_white",
+        modebar={"orientation": "v"},
+        updatemenus=[
+            {"buttons": buttons, "direction": "down", "x": 0, "xanchor": "left", "y": 1.2, "yanchor": "bottom",
+             "showactive": True, "active": 0},
+            {"type": "buttons", "direction": "right", "x": 1, "xanchor": "right", "y": 1.2, "yanchor": "bottom",
+             "showactive": True, "active": 0,
+             "buttons": [{"label": "mask on", "method": "restyle", "args": [{"opacity": 1.0}, masks]},
+                         {"label": "mask off", "method": "restyle", "args": [{"opacity": 0.0}, masks]}]},
+        ],
+    )
+    return fig
+
+
+def curves_figure(datasets: list[SeriesData]):
+    """Validation loss per epoch: median and interquartile band, by stage and freezing."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    datasets = [d for d in datasets if d.ok and d.histories is not None and not d.histories.empty]
+    if not datasets:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("pretraining", "transfer learning"), horizontal_spacing=0.1)
+    colours = {"noise": "#1f77b4", "structure": "#d62728"}
+    dashes = {"none": "solid", "encoder": "dash", "decoder": "dot", "": "solid"}
+    for data in datasets:
+        h = data.histories.merge(data.runs[["run_id", "pretrain_id", "freezing"]], on="run_id")
+        pre = h[h["stage"] == "pretrain"].drop_duplicates(["pretrain_id", "epoch"]).assign(freezing="")
+        post = h[h["stage"] == "transfer"]
+        for col, frame in ((1, pre), (2, post)):
+            for mode, part in frame.groupby("freezing"):
+                q = part.groupby("epoch")["val_loss"].quantile([0.25, 0.5, 0.75]).unstack()
+                name = data.name + (f", {mode} frozen" if mode and mode != "none" else
+                                    (", full fine-tuning" if mode == "none" else ""))
+                colour = colours.get(data.name, "#555")
+                fig.add_trace(go.Scatter(x=list(q.index) + list(q.index[::-1]),
+                                         y=list(q[0.75]) + list(q[0.25][::-1]), fill="toself", opacity=0.15,
+                                         line={"width": 0, "color": colour}, hoverinfo="skip", showlegend=False),
+                              row=1, col=col)
+                fig.add_trace(go.Scatter(x=q.index, y=q[0.5], name=name, mode="lines+markers",
+                                         line={"color": colour, "dash": dashes.get(mode, "solid")}), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(title_text="validation loss (cross-entropy on logits)", row=1, col=1)
+    fig.update_layout(height=420, template="plotly_white", margin={"l": 60, "r": 10, "t": 40, "b": 50},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
