@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import __version__
 from .config import Profile
@@ -106,6 +107,7 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
         model, meta = load_checkpoint(path, precision.device)
         return model, meta
     t = profile.training
+    torch.manual_seed(seed)  # the initial weights belong to the seed, not to what ran before
     model = build_unet()
     result = train_stage(
         model, domain_data(profile, series.name, domain, "train", data_root),

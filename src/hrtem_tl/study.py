@@ -149,9 +149,10 @@ def run_study(
     simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
     done = finished_runs(results_root, series.name, profile.name)
     specs = plan(series, freezing)
-    todo = [s for s in specs if s.run_id not in done][:limit]
+    pending = [s for s in specs if s.run_id not in done]
+    todo = pending[:limit]
     roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()))
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run",
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
                desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress)
     start, finished = time.perf_counter(), 0
     pool = _Pool(executor, workers, scheduler)
@@ -175,4 +176,4 @@ def run_study(
         pool.close()
         bar.close()
     return {"series": series.name, "profile": profile.name, "runs": len(specs), "new": finished,
-            "skipped": len(specs) - len(todo), "wall_s": time.perf_counter() - start}
+            "skipped": len(specs) - len(pending), "wall_s": time.perf_counter() - start}

@@ -1,0 +1,220 @@
+"""Runs and sweeps on the tiny series: specs, pretrained models, run_study, resume, Dask."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hrtem_testutils import set_torch_threads
+from hrtem_tl import experiment as E
+from hrtem_tl import results as R
+from hrtem_tl.series import FREEZING, Series
+from hrtem_tl.study import plan, run_study
+from hrtem_tl.train import Precision
+
+set_torch_threads()
+FP32 = Precision("cpu", None)
+
+
+# -- the grid -----------------------------------------------------------------------------------
+
+def test_grid_sizes(tiny_profile):
+    from hrtem_tl.config import load_profile
+
+    noise = Series("noise", load_profile("smoke"))
+    assert len(noise.transfer_pairs()) == 20
+    assert len(plan(noise)) == 20 * 3 * len(noise.seeds)
+    structure = Series("structure", load_profile("paper"))
+    assert len(structure.domains) == 18
+    assert len(plan(structure)) == 18 * 17 * 3 * 3  # 2,754 models
+    defocus = Series("defocus", load_profile("paper"))
+    assert len(defocus.pretrain_domains) == 5 and len(defocus.domains) == 11
+    assert len(defocus.transfer_pairs()) == 5 * 10
+    tiny = Series("defocus", tiny_profile)
+    assert [s.run_id for s in plan(tiny, ("encoder",))] == ["defocus|df-5>df0|encoder|s0",
+                                                           "defocus|df0>df-5|encoder|s0"]
+
+
+def test_reduced_structure_pairs():
+    from hrtem_tl.config import load_profile
+
+    pairs = Series("structure", load_profile("cpu")).transfer_pairs()
+    for a, b in pairs:
+        (fa, sa), (fb, sb) = a.split("_"), b.split("_")
+        assert (sa == sb == "small") or fa == fb
+    assert len(pairs) == 9 * 8 + 9 * 2
+
+
+@pytest.mark.parametrize(
+    "pretrain,target,freezing,match",
+    [
+        ("df-5", "df15", "none", "unknown domain 'df15'"),
+        ("dose30", "df0", "none", "unknown domain 'dose30'"),
+        ("df0", "df0", "none", "equals the pretraining domain"),
+        ("df-5", "df0", "everything", "unknown freezing mode 'everything'"),
+    ],
+)
+def test_check_spec_errors(tiny_series, pretrain, target, freezing, match):
+    with pytest.raises(ValueError, match=match):
+        E.check_spec(tiny_series, E.RunSpec("defocus", pretrain, target, freezing, 0))
+
+
+def test_run_ids():
+    spec = E.RunSpec("noise", "dose30", "dose600", "encoder", 2)
+    assert spec.run_id == "noise|dose30>dose600|encoder|s2"
+    assert spec.pretrain_id == "noise|dose30|s2"
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+def test_pretrained_model_is_reproducible_and_cached(tiny_data, tiny_series, tmp_path):
+    """The same (domain, seed) gives the same weights whatever ran before in the process."""
+    a, meta_a = E.pretrained(tiny_series, "df0", 0, data_root=tiny_data, checkpoints=tmp_path / "a", precision=FP32)
+    torch.randn(1000)  # move the global generator, as other work in a worker would
+    b, meta_b = E.pretrained(tiny_series, "df0", 0, data_root=tiny_data, checkpoints=tmp_path / "b", precision=FP32)
+    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va.cpu(), vb.cpu()), key
+    assert meta_a["stage"]["history"] == meta_b["stage"]["history"]
+    assert set(meta_a["evaluations"]) == {"df-5", "df0"}
+    # a second call loads the checkpoint instead of training
+    files = list((tmp_path / "a").rglob("*.safetensors"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    c, meta_c = E.pretrained(tiny_series, "df0", 0, data_root=tiny_data, checkpoints=tmp_path / "a", precision=FP32)
+    assert files[0].stat().st_mtime_ns == mtime
+    assert meta_c["stage"] == meta_a["stage"]
+    for (key, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.equal(va.cpu(), vc.cpu()), key
+
+
+def test_run_transfer_records(tiny_data, tiny_profile, tmp_path):
+    spec = E.RunSpec("defocus", "df-5", "df0", "encoder", 0)
+    rec = E.run_transfer(tiny_profile, spec, data_root=tiny_data, checkpoints=tmp_path, precision=FP32)
+    run = rec.run
+    assert run["run_id"] == spec.run_id and run["pretrain_id"] == spec.pretrain_id
+    assert run["params_total"] == 14_322_082
+    assert 0.15 * 14_322_082 < run["params_trainable"] < 0.3 * 14_322_082  # the encoder (~78 %) frozen
+    assert run["precision"] == "fp32" and run["transfer_images"] == 2
+    assert {(e["stage"], e["eval_domain"]) for e in rec.evaluations} == {
+        (s, d) for s in ("pretrain", "transfer") for d in ("df-5", "df0")}
+    assert len(rec.histories) == 2  # one epoch per stage
+    # rows fit the schema
+    R.validate(pd.DataFrame([run]), "runs")
+    R.validate(pd.DataFrame(rec.evaluations), "evaluations")
+    R.validate(pd.DataFrame(rec.histories), "histories")
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+def _tables(results: Path, series: str = "defocus") -> dict[str, pd.DataFrame]:
+    return R.read_results(results, series)
+
+
+def _assert_complete(results: Path, run_ids: set[str]) -> None:
+    tables = _tables(results)
+    assert sorted(tables["runs"]["run_id"]) == sorted(run_ids)  # every run exactly once
+    for table, frame in tables.items():
+        assert not frame.duplicated(R.KEYS[table]).any(), table
+    ev = tables["evaluations"]
+    assert len(ev) == len(run_ids) * 2 * 2  # 2 stages x 2 evaluated domains
+    assert set(ev["run_id"]) == run_ids
+
+
+def test_run_study_stores_each_run_once_and_skips_on_rerun(data_copy, tiny_series, tmp_path):
+    kwargs = dict(results_root=tmp_path / "results", data_root=data_copy, checkpoints=tmp_path / "ckpt",
+                  freezing=("encoder", "none"), progress=False)
+    first = run_study(tiny_series, **kwargs)
+    planned = {s.run_id for s in plan(tiny_series, ("encoder", "none"))}
+    assert first["runs"] == 4 and first["new"] == 4 and first["skipped"] == 0
+    _assert_complete(tmp_path / "results", planned)
+    runs = _tables(tmp_path / "results")["runs"]
+    # two runs share each pretrained model: one checkpoint per pretraining domain
+    assert len(list((tmp_path / "ckpt").rglob("*.safetensors"))) == 2
+    assert runs.groupby("pretrain_id")["best_epoch_pretrain"].nunique().eq(1).all()
+    stamp = R.table_path(tmp_path / "results", "defocus", "runs").stat().st_mtime_ns
+    again = run_study(tiny_series, **kwargs)
+    assert again["new"] == 0 and again["skipped"] == 4
+    assert R.table_path(tmp_path / "results", "defocus", "runs").stat().st_mtime_ns == stamp
+    # limit slices a sweep: one more freezing mode, one new run at a time
+    sliced = run_study(tiny_series, **(kwargs | {"freezing": FREEZING, "limit": 1}))
+    assert sliced["new"] == 1 and sliced["skipped"] == 4
+    assert len(_tables(tmp_path / "results")["runs"]) == 5
+
+
+def test_run_study_rejects_bad_arguments_before_simulating(tiny_series, tmp_path):
+    for kwargs, match in [({"executor": "slurm"}, "unknown executor"), ({"workers": 0}, "at least 1"),
+                          ({"freezing": ("all",)}, "unknown freezing"), ({"freezing": ()}, "freezing")]:
+        with pytest.raises(ValueError, match=match):
+            run_study(tiny_series, data_root=tmp_path / "data", results_root=tmp_path / "r",
+                      checkpoints=tmp_path / "c", progress=False, **kwargs)
+    assert not (tmp_path / "data").exists()
+
+
+def test_killed_study_resumes_and_stores_each_run_once(data_copy, tiny_series, profiles_file, tmp_path):
+    """SIGKILL a ``hrtem-tl study`` after its first stored run, start it again, check the tables."""
+    results, ckpt = tmp_path / "results", tmp_path / "ckpt"
+    exe = os.path.join(os.path.dirname(sys.executable), "hrtem-tl")
+    cmd = [exe, "study", "defocus", "--profiles", str(profiles_file), "--profile", "tiny", "--data", str(data_copy),
+           "--results", str(results), "--checkpoints", str(ckpt)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    runs_file = R.table_path(results, "defocus", "runs")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        stored = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if runs_file.exists():
+                try:
+                    stored = len(pd.read_parquet(runs_file))
+                except Exception:  # noqa: BLE001 - a file being replaced
+                    stored = 0
+                if stored >= 1:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the study ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        assert stored >= 1, "no run stored in time"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    planned = {s.run_id for s in plan(tiny_series)}
+    killed_at = len(pd.read_parquet(runs_file))
+    assert 1 <= killed_at < len(planned)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    _assert_complete(results, planned)
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["skipped"] == killed_at  # the finished runs were not repeated
+    assert summary["new"] == len(planned) - killed_at
+
+
+def test_dask_executor_matches_local(data_copy, tiny_series, tmp_path):
+    """A LocalCluster on loopback with two workers runs the same grid as the local executor."""
+    pytest.importorskip("distributed")
+    common = dict(data_root=data_copy, checkpoints=tmp_path / "ckpt", freezing=("decoder",), progress=False)
+    local = run_study(tiny_series, results_root=tmp_path / "local", **common)
+    dask = run_study(tiny_series, executor="dask", workers=2, results_root=tmp_path / "dask", **common)
+    assert local["new"] == dask["new"] == 2
+    ids = {s.run_id for s in plan(tiny_series, ("decoder",))}
+    _assert_complete(tmp_path / "local", ids)
+    _assert_complete(tmp_path / "dask", ids)
+    a = _tables(tmp_path / "local")["evaluations"].sort_values(["run_id", "stage", "eval_domain"])
+    b = _tables(tmp_path / "dask")["evaluations"].sort_values(["run_id", "stage", "eval_domain"])
+    # same pretrained checkpoints, same seeds, fp32: the pretrain-stage rows agree
+    pre_a, pre_b = a[a["stage"] == "pretrain"], b[b["stage"] == "pretrain"]
+    assert pre_a["loss"].to_numpy() == pytest.approx(pre_b["loss"].to_numpy(), rel=1e-4)
+    # and so do the transfer runs (same seed, one thread each)
+    post_a, post_b = a[a["stage"] == "transfer"], b[b["stage"] == "transfer"]
+    assert post_a["loss"].to_numpy() == pytest.approx(post_b["loss"].to_numpy(), rel=1e-3)
