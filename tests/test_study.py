@@ -129,25 +129,44 @@ def _assert_complete(results: Path, run_ids: set[str]) -> None:
     assert set(ev["run_id"]) == run_ids
 
 
-def test_run_study_stores_each_run_once_and_skips_on_rerun(data_copy, tiny_series, tmp_path):
-    kwargs = dict(results_root=tmp_path / "results", data_root=data_copy, checkpoints=tmp_path / "ckpt",
+@pytest.fixture(scope="module")
+def local_study(tiny_data, tiny_series, tmp_path_factory):
+    """The tiny grid with freezing encoder and none (4 runs, 2 pretrained models), run locally."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("local_study")
+    shutil.copytree(tiny_data, root / "datasets")
+    kwargs = dict(results_root=root / "results", data_root=root / "datasets", checkpoints=root / "ckpt",
                   freezing=("encoder", "none"), progress=False)
-    first = run_study(tiny_series, **kwargs)
+    summary = run_study(tiny_series, **kwargs)
+    return summary, kwargs
+
+
+def test_run_study_stores_each_run_once_and_skips_on_rerun(local_study, tiny_series):
+    first, kwargs = local_study
+    results = kwargs["results_root"]
     planned = {s.run_id for s in plan(tiny_series, ("encoder", "none"))}
     assert first["runs"] == 4 and first["new"] == 4 and first["skipped"] == 0
-    _assert_complete(tmp_path / "results", planned)
-    runs = _tables(tmp_path / "results")["runs"]
+    _assert_complete(results, planned)
+    runs = _tables(results)["runs"]
     # two runs share each pretrained model: one checkpoint per pretraining domain
-    assert len(list((tmp_path / "ckpt").rglob("*.safetensors"))) == 2
+    assert len(list(kwargs["checkpoints"].rglob("*.safetensors"))) == 2
     assert runs.groupby("pretrain_id")["best_epoch_pretrain"].nunique().eq(1).all()
-    stamp = R.table_path(tmp_path / "results", "defocus", "runs").stat().st_mtime_ns
+    stamp = R.table_path(results, "defocus", "runs").stat().st_mtime_ns
     again = run_study(tiny_series, **kwargs)
     assert again["new"] == 0 and again["skipped"] == 4
-    assert R.table_path(tmp_path / "results", "defocus", "runs").stat().st_mtime_ns == stamp
-    # limit slices a sweep: one more freezing mode, one new run at a time
-    sliced = run_study(tiny_series, **(kwargs | {"freezing": FREEZING, "limit": 1}))
-    assert sliced["new"] == 1 and sliced["skipped"] == 4
-    assert len(_tables(tmp_path / "results")["runs"]) == 5
+    assert R.table_path(results, "defocus", "runs").stat().st_mtime_ns == stamp
+
+
+def test_run_study_limit_slices_a_sweep(local_study, tiny_series, tmp_path):
+    _, kwargs = local_study
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(kwargs["results_root"], results)
+    sliced = run_study(tiny_series, **(kwargs | {"results_root": results, "freezing": FREEZING, "limit": 1}))
+    assert sliced["runs"] == 6 and sliced["new"] == 1 and sliced["skipped"] == 4
+    assert len(_tables(results)["runs"]) == 5
 
 
 def test_run_study_rejects_bad_arguments_before_simulating(tiny_series, tmp_path):
@@ -200,18 +219,19 @@ def test_killed_study_resumes_and_stores_each_run_once(data_copy, tiny_series, p
     assert summary["new"] == len(planned) - killed_at
 
 
-def test_dask_executor_matches_local(data_copy, tiny_series, tmp_path):
+def test_dask_executor_matches_local(local_study, tiny_series, tmp_path):
     """A LocalCluster on loopback with two workers runs the same grid as the local executor."""
     pytest.importorskip("distributed")
-    common = dict(data_root=data_copy, checkpoints=tmp_path / "ckpt", freezing=("decoder",), progress=False)
-    local = run_study(tiny_series, results_root=tmp_path / "local", **common)
-    dask = run_study(tiny_series, executor="dask", workers=2, results_root=tmp_path / "dask", **common)
-    assert local["new"] == dask["new"] == 2
-    ids = {s.run_id for s in plan(tiny_series, ("decoder",))}
-    _assert_complete(tmp_path / "local", ids)
+    _, kwargs = local_study
+    dask = run_study(tiny_series, **(kwargs | {"executor": "dask", "workers": 2, "results_root": tmp_path / "dask"}))
+    assert dask["new"] == 4
+    ids = {s.run_id for s in plan(tiny_series, ("encoder", "none"))}
     _assert_complete(tmp_path / "dask", ids)
-    a = _tables(tmp_path / "local")["evaluations"].sort_values(["run_id", "stage", "eval_domain"])
-    b = _tables(tmp_path / "dask")["evaluations"].sort_values(["run_id", "stage", "eval_domain"])
+    keys = ["run_id", "stage", "eval_domain"]
+    local = _tables(kwargs["results_root"])["evaluations"]
+    a = local[local["run_id"].isin(ids)].sort_values(keys)
+    b = _tables(tmp_path / "dask")["evaluations"].sort_values(keys)
+    assert a[keys].to_numpy().tolist() == b[keys].to_numpy().tolist()
     # same pretrained checkpoints, same seeds, fp32: the pretrain-stage rows agree
     pre_a, pre_b = a[a["stage"] == "pretrain"], b[b["stage"] == "pretrain"]
     assert pre_a["loss"].to_numpy() == pytest.approx(pre_b["loss"].to_numpy(), rel=1e-4)
