@@ -106,6 +106,8 @@ def pct(x, digits: int | None = None) -> str:
     v = 100 * float(x)
     if digits is not None:
         return f"{v:.{digits}f} %"
+    if v != 0 and abs(v) < 0.01:
+        return "< 0.01 %" if v > 0 else "> −0.01 %"
     return f"{v:.0f} %" if abs(v) >= 10 else f"{v:.1f} %" if abs(v) >= 1 else f"{v:.2f} %"
 
 

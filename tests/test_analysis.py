@@ -304,3 +304,15 @@ def test_structure_claims_on_a_small_hand_made_series():
     assert v[(5, "a", "loss")] == A.HOLDS  # small-particle models worse on large ones
     assert v[(5, "b", "loss")] == A.HOLDS  # TL leaves little of the gap
     assert A.claim_verdicts(table)[1] == A.UNTESTED
+
+
+def test_partial_results_of_a_running_study_do_not_break_the_claims():
+    rng = np.random.default_rng(5)
+    runs, evals = fake_results(DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a], lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b],
+                               noise=0.002, rng=rng, seeds=(0,))
+    keep = runs.iloc[: len(runs) // 3]  # the first third of the grid has finished
+    evals = evals[evals["run_id"].isin(keep["run_id"])]
+    table = A.assess_claims((keep.reset_index(drop=True), evals.reset_index(drop=True)), None, n=20)
+    allowed = {A.HOLDS, A.PARTLY, A.FAILS, A.UNTESTED}
+    assert set(table["verdict"]) <= allowed and set(A.claim_verdicts(table)) <= allowed
+    assert (table["claim"] == 1).sum() == 4  # both parts, both metrics, even with one seed

@@ -716,18 +716,19 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     """
     rows = []
     if noise is None or noise[0].empty:
-        rows += [_untested(c, "", "noise", CLAIMS[c], "no noise results yet") for c in (1, 2)]
+        rows += [_untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
     else:
         rows += assess_noise(*noise, metrics=metrics, n=n)
     if structure is None or structure[0].empty:
-        rows += [_untested(c, "", "structure", CLAIMS[c], "no structure results yet") for c in (3, 4, 5)]
+        rows += [_untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
+                 for c in (3, 4, 5)]
     else:
         rows += assess_structure(*structure, metrics=metrics, n=n)
     for name, data in (("noise", noise), ("structure", structure)):
         if data is not None and not data[0].empty:
             rows += assess_training(name, *data, metrics=metrics, n=n)
     if not any(r["claim"] == 6 for r in rows):
-        rows.append(_untested(6, "", "", CLAIMS[6], "no results yet"))
+        rows.append(_untested(6, "", "", "needs results of the noise or structure series", "no results yet"))
     return pd.DataFrame(rows)
 
 
