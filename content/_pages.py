@@ -215,7 +215,7 @@ def table_html(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _data_uri(array: np.ndarray, kind: str) -> str:
+def _data_uri(array: np.ndarray, kind: str, quality: int = 75) -> str:
     import base64
     import io
 
@@ -223,7 +223,7 @@ def _data_uri(array: np.ndarray, kind: str) -> str:
 
     buf = io.BytesIO()
     if kind == "jpeg":
-        Image.fromarray(array, "L").save(buf, format="JPEG", quality=88)
+        Image.fromarray(array, "L").save(buf, format="JPEG", quality=quality)
     else:
         Image.fromarray(array, "RGBA").save(buf, format="PNG", optimize=True)
     return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode()
@@ -252,49 +252,55 @@ def example_files() -> dict[str, tuple[str, Path]]:
     return found
 
 
-def _domain_title(series: str, name: str, dose: float, defocus: float) -> str:
+def _domain_title(series: str, name: str, dose: float, defocus: float) -> tuple[str, str]:
+    """(long title, short slider label) of a domain."""
     from hrtem_tl.series import SIZE_RADII
 
     if series == "noise":
-        return f"noise · {dose:g} e⁻/Å², defocus {defocus:g} nm"
+        return f"noise series: {dose:g} e⁻/Å², defocus {defocus:g} nm", f"{dose:g}"
     lattice, size = A.split_domain(name)
     lo, hi = SIZE_RADII[size]
-    return f"structure · {lattice}, {size} (radius {lo / 10:g}–{hi / 10:g} nm), {dose:g} e⁻/Å²"
+    return (f"structure series: {formula(lattice)}, {size} particles (radius {lo / 10:g}–{hi / 10:g} nm), "
+            f"{dose:g} e⁻/Å²", f"{formula(lattice)} {size[0].upper()}")
 
 
-def examples_figure():
-    """Interactive example images: a menu of domains, a mask switch and a scale bar."""
+def examples_figure(quality: int = 75):
+    """Interactive example images: a slider over domains, a mask switch and a scale bar.
+
+    Images are embedded as JPEG (``quality``), masks as transparent PNG overlays.
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     files = example_files()
     if not files:
         return None
-    entries = []  # (title, image, mask, pixel size [nm], profile)
+    entries = []  # (title, label, images, masks, pixel size [nm])
     for series, (profile, path) in files.items():
         with np.load(path) as data:
             for d, name in enumerate(data["domains"]):
-                title = _domain_title(series, str(name), float(data["dose"][d]), float(data["defocus_nm"][d]))
-                entries.append((title, data["images"][d], data["masks"][d], float(data["pixel_size"]) / 10, profile))
-    k = max(e[1].shape[0] for e in entries)
+                title, label = _domain_title(series, str(name), float(data["dose"][d]), float(data["defocus_nm"][d]))
+                entries.append((title, label, data["images"][d], data["masks"][d], float(data["pixel_size"]) / 10))
+    k = max(e[2].shape[0] for e in entries)
     fig = make_subplots(rows=1, cols=k, horizontal_spacing=0.02,
                         subplot_titles=[f"validation image {j + 1}" for j in range(k)])
-    masks = []
-    for i, (title, images, labels, px, _) in enumerate(entries):
+    masks, spans = [], []
+    for i, (title, _, images, labels, px) in enumerate(entries):
+        first = len(fig.data)
         for j in range(images.shape[0]):
             common = dict(dx=px, dy=px, x0=px / 2, y0=px / 2, visible=(i == 0), hoverinfo="skip")
-            fig.add_trace(go.Image(source=_data_uri(images[j], "jpeg"), name=title, **common), row=1, col=j + 1)
-            fig.add_trace(go.Image(source=_data_uri(_overlay(labels[j]), "png"), name="mask", opacity=1.0,
-                                   **common), row=1, col=j + 1)
+            fig.add_trace(go.Image(source=_data_uri(images[j], "jpeg", quality), name=title, **common),
+                          row=1, col=j + 1)
+            fig.add_trace(go.Image(source=_data_uri(_overlay(labels[j]), "png"), name="mask", opacity=1.0, **common),
+                          row=1, col=j + 1)
             masks.append(len(fig.data) - 1)
-    per_entry = [images.shape[0] * 2 for _, images, *_ in entries]
-    buttons, start = [], 0
-    for (title, *_), count in zip(entries, per_entry):
-        visible = [False] * len(fig.data)
-        visible[start:start + count] = [True] * count
-        buttons.append({"label": title, "method": "update", "args": [{"visible": visible}]})
-        start += count
-    n, px = entries[0][1].shape[-1], entries[0][3]
+        spans.append((first, len(fig.data)))
+    steps = []
+    for (title, label, *_), (lo, hi) in zip(entries, spans):
+        visible = [lo <= t < hi for t in range(len(fig.data))]
+        steps.append({"label": label, "method": "update",
+                      "args": [{"visible": visible}, {"title.text": title}]})
+    n, px = entries[0][2].shape[-1], entries[0][4]
     field = n * px
     bar = next(b for b in (10, 5, 2, 1, 0.5, 0.2) if b <= field / 4)
     for j in range(k):
@@ -308,19 +314,21 @@ def examples_figure():
         fig.update_xaxes(visible=False, row=1, col=j + 1, range=[0, field])
         fig.update_yaxes(visible=False, row=1, col=j + 1, range=[field, 0], scaleanchor=f"x{ref}")
     profiles = ", ".join(sorted({f"{s}: {p}" for s, (p, _) in files.items()}))
-    fig.add_annotation(text=f"simulated at profile {profiles}; orange: label mask", x=0, y=-0.01, xref="paper",
-                       yref="paper", xanchor="left", yanchor="top", showarrow=False, font={"size": 12})
     fig.update_layout(
-        height=490, margin={"l": 10, "r": 40, "t": 80, "b": 30}, template="plotly_white",
+        height=560, margin={"l": 10, "r": 40, "t": 90, "b": 110}, template="plotly_white",
         modebar={"orientation": "v"},
-        updatemenus=[
-            {"buttons": buttons, "direction": "down", "x": 0, "xanchor": "left", "y": 1.2, "yanchor": "bottom",
-             "showactive": True, "active": 0},
-            {"type": "buttons", "direction": "right", "x": 1, "xanchor": "right", "y": 1.2, "yanchor": "bottom",
-             "showactive": True, "active": 0,
-             "buttons": [{"label": "mask on", "method": "restyle", "args": [{"opacity": 1.0}, masks]},
-                         {"label": "mask off", "method": "restyle", "args": [{"opacity": 0.0}, masks]}]},
-        ],
+        title={"text": entries[0][0], "font": {"size": 14}, "x": 0.01, "xanchor": "left", "y": 0.97},
+        sliders=[{"steps": steps, "active": 0, "x": 0.0, "len": 1.0, "y": -0.02, "yanchor": "top",
+                  "pad": {"t": 10}, "currentvalue": {"visible": False},
+                  "font": {"size": 10}}],
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 1, "xanchor": "right", "y": 1.1,
+                      "yanchor": "bottom", "showactive": True, "active": 0,
+                      "buttons": [{"label": "mask on", "method": "restyle", "args": [{"opacity": 1.0}, masks]},
+                                  {"label": "mask off", "method": "restyle", "args": [{"opacity": 0.0}, masks]}]}],
+        annotations=list(fig.layout.annotations) + [dict(
+            text=f"domain (dose in e⁻/Å², or lattice with S/L = small/large particles) · data profile {profiles} "
+                 "· orange: label mask", x=0, y=-0.2, xref="paper", yref="paper", xanchor="left",
+            yanchor="top", showarrow=False, font={"size": 11})],
     )
     return fig
 

@@ -316,3 +316,45 @@ def test_partial_results_of_a_running_study_do_not_break_the_claims():
     allowed = {A.HOLDS, A.PARTLY, A.FAILS, A.UNTESTED}
     assert set(table["verdict"]) <= allowed and set(A.claim_verdicts(table)) <= allowed
     assert (table["claim"] == 1).sum() == 4  # both parts, both metrics, even with one seed
+
+
+# --------------------------------------------------------------------------- the pages themselves
+
+
+def _store(root, series, runs, evals):
+    from hrtem_tl.results import append_records
+
+    hist = [{"run_id": r, "profile": "cpu", "stage": st, "epoch": e, "train_loss": 0.3 / e, "val_loss": 0.2 / e,
+             "val_dice": 1 - 0.2 / e, "lr": 1e-3} for r in runs["run_id"] for st in ("pretrain", "transfer")
+            for e in (1, 2, 3)]
+    runs = runs.assign(pretrain_images=64, val_images=16, pretrain_epochs=3, transfer_epochs=3, pretrain_steps=4,
+                       transfer_steps=4, batch_size=4, crop=64, best_epoch_pretrain=3, best_epoch_transfer=2)
+    append_records(root, series, {"runs": runs.to_dict("records"), "evaluations": evals.to_dict("records"),
+                                  "histories": hist})
+
+
+@pytest.mark.slow
+def test_every_page_executes_on_small_results(tmp_path, monkeypatch):
+    """The notebooks of content/ run end to end on hand-made results of both series."""
+    import shutil
+    from pathlib import Path
+
+    from hrtem_tl.notebooks import execute
+
+    root = Path(__file__).resolve().parents[1]
+    pages = tmp_path / "content"
+    shutil.copytree(root / "content", pages)
+    rng = np.random.default_rng(6)
+    _store(tmp_path / "results", "noise", *fake_results(
+        DOSES, lambda a, d, s: 0.4 - 0.05 * LEVEL[a], lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b], noise=0.01, rng=rng))
+    domains = ["Cu_small", "Cu_large", "Si_small", "Si_large", "CdSe_small", "CdSe_large"]
+    _store(tmp_path / "results", "structure", *fake_results(
+        domains, lambda a, d, s: 0.2 + 0.1 * (a != d), lambda a, b, f, s: 0.15, noise=0.01, rng=rng, seeds=(0,),
+        series="structure"))
+    monkeypatch.setenv("HRTEM_TL_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("HRTEM_TL_EXAMPLES", str(tmp_path / "no-examples"))
+    monkeypatch.setenv("HRTEM_TL_BOOTSTRAP", "10")
+    done = execute(sorted(pages.glob("*.ipynb")))
+    assert len(done) == len(list((root / "content").glob("*.ipynb")))
+    text = (pages / "replication.ipynb").read_text()
+    assert "not yet tested" in text and "holds" in text
