@@ -276,3 +276,25 @@ def test_malformed_new_rows_are_refused(tmp_path):
     del bad["runs"][0]["seed"]
     with pytest.raises(R.ResultsError, match="seed"):
         R.append_records(tmp_path, "noise", bad)
+
+
+def test_repeated_calls_on_the_same_frames_agree_with_fresh_frames():
+    """matrices() caches its join per pair of frames; the cache must never change an answer."""
+    runs, evals = hand_made_tables()
+    for freezing in (["none"], ["encoder"], ["none", "encoder"], ["decoder"]):
+        for reduction in R.REDUCTIONS:
+            warm = R.matrices(runs, evals, freezing=freezing, reduction=reduction, metric="dice")
+            cold = R.matrices(runs.copy(), evals.copy(), freezing=freezing, reduction=reduction, metric="dice")
+            for stage in ("pretrain", "transfer"):
+                for key in ("value", "count", "q25", "q75"):
+                    pd.testing.assert_frame_equal(warm[stage][key], cold[stage][key])
+    # a grown table (a new run) is joined again, not served from the cache
+    more_runs = pd.concat([runs, R.validate(pd.DataFrame([run_row(
+        "noise|A>B|decoder|s0", pretrain_id="noise|A|s0", series="noise", pretrain_domain="A", target_domain="B",
+        freezing="decoder", seed=0)]), "runs")], ignore_index=True)
+    more_evals = pd.concat([evals, R.validate(pd.DataFrame([
+        eval_row("noise|A>B|decoder|s0", "pretrain", "A", 0.1), eval_row("noise|A>B|decoder|s0", "pretrain", "B", 1.0),
+        eval_row("noise|A>B|decoder|s0", "transfer", "B", 0.05)]), "evaluations")], ignore_index=True)
+    m = R.matrices(more_runs, more_evals, freezing=["decoder"])["transfer"]
+    assert m["value"].loc["A", "B"] == pytest.approx(0.05) and m["count"].loc["A", "B"] == 1
+    assert m["value"].loc["A", "A"] == pytest.approx(0.1) and m["count"].loc["A", "A"] == 1

@@ -16,6 +16,7 @@ are stored.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -121,10 +122,51 @@ def finished_runs(root: Path, series: str, profile: str) -> set[str]:
 
 
 def _reduce(frame: pd.DataFrame, rows: str, cols: str, metric: str, reduction: str, order: list[str]):
-    grouped = frame.groupby([rows, cols])[metric]
-    stats = {"value": grouped.agg(reduction), "count": grouped.size(), "q25": grouped.quantile(0.25),
-             "q75": grouped.quantile(0.75)}
-    return {k: v.unstack().reindex(index=order, columns=order) for k, v in stats.items()}
+    n = len(order)
+    cells = {k: np.full((n, n), np.nan) for k in ("value", "count", "q25", "q75")}
+    if not frame.empty:
+        grouped = frame.groupby([rows, cols], sort=False)[metric]
+        table = grouped.agg([reduction, "size"])
+        quartiles = grouped.quantile([0.25, 0.75]).unstack().reindex(table.index)
+        axis = pd.Index(order)
+        r = axis.get_indexer(table.index.get_level_values(0))
+        c = axis.get_indexer(table.index.get_level_values(1))
+        keep = (r >= 0) & (c >= 0)
+        for key, values in (("value", table[reduction]), ("count", table["size"]), ("q25", quartiles[0.25]),
+                            ("q75", quartiles[0.75])):
+            cells[key][r[keep], c[keep]] = values.to_numpy(dtype=float)[keep]
+    out = {k: pd.DataFrame(v, index=pd.Index(order, name=rows), columns=pd.Index(order, name=cols))
+           for k, v in cells.items()}
+    if not np.isnan(cells["count"]).any():
+        out["count"] = out["count"].astype("int64")
+    return out
+
+
+_JOINED: dict[tuple[int, int], tuple] = {}
+
+
+def _joined(runs: pd.DataFrame, evaluations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows every matrix draws from, whatever the metric, reduction or freezing.
+
+    ``pre``: evaluations after pretraining, one row per pretrained model, evaluated
+    domain and freezing mode of its runs. ``post``: each run evaluated on its target.
+    The join is cached per pair of frames (held by weak reference, checked by identity
+    and shape), so the explorers' many calls on one pair of tables join them once;
+    treat the frames passed to :func:`matrices` as immutable.
+    """
+    key = (id(runs), id(evaluations))
+    stamp = (runs.shape, evaluations.shape)
+    hit = _JOINED.get(key)
+    if hit is not None and hit[0]() is runs and hit[1]() is evaluations and hit[2] == stamp:
+        return hit[3]
+    columns = ["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain", "freezing"]
+    ev = evaluations.merge(runs[columns], on=["run_id", "profile"])
+    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain", "freezing"])
+    post = ev[(ev["stage"] == "transfer") & (ev["eval_domain"] == ev["target_domain"])]
+    if len(_JOINED) >= 8:
+        _JOINED.clear()
+    _JOINED[key] = (weakref.ref(runs), weakref.ref(evaluations), stamp, (pre, post))
+    return pre, post
 
 
 def matrices(
@@ -151,12 +193,12 @@ def matrices(
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
     if not freezing:
         raise ValueError("choose at least one freezing mode")
-    chosen = runs[runs["freezing"].isin(list(freezing))]
-    ev = evaluations.merge(chosen[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain"]],
-                           on=["run_id", "profile"])
+    pre, post = _joined(runs, evaluations)
     order = domains or sorted(set(runs["pretrain_domain"]) | set(runs["target_domain"]))
-    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain"])
-    post = ev[(ev["stage"] == "transfer") & (ev["eval_domain"] == ev["target_domain"])]
+    chosen = list(freezing)
+    # each pretrained model once, if any of its runs has a chosen freezing mode
+    pre = pre[pre["freezing"].isin(chosen)].drop_duplicates(["profile", "pretrain_id", "eval_domain"])
+    post = post[post["freezing"].isin(chosen)]
     diagonal = pre[pre["eval_domain"] == pre["pretrain_domain"]]
     post = pd.concat([post, diagonal], ignore_index=True)
     return {
