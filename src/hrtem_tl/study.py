@@ -82,8 +82,14 @@ class _Pool:
             if scheduler:
                 self.client = Client(scheduler)
             else:
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            host="127.0.0.1", dashboard_address=None)
+                import dask
+
+                # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536; glibc then maps and
+                # unmaps every large buffer, which makes torch training on CPU about twice
+                # as slow (benchmarks/bench_study.py). Keep glibc's defaults.
+                with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                    self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                host="127.0.0.1", dashboard_address=None)
                 self.client = Client(self.cluster)
         elif workers > 1:
             self.pool = ProcessPoolExecutor(max_workers=workers)
