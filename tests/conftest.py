@@ -15,8 +15,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from hrtem_testutils import TINY, write_profiles  # noqa: E402
+
+# No example database: hypothesis would otherwise leave a .hypothesis/ folder in the repo.
+settings.register_profile("hrtem", database=None)
+settings.load_profile("hrtem")
 
 
 @pytest.fixture(scope="session")
