@@ -179,6 +179,8 @@ def test_matrices_against_brute_force(seeds, freezing, reduction, seed):
             if expected:
                 assert got == pytest.approx(reduce(expected))
                 assert m["transfer"]["count"].loc[a, e] == len(expected)
+                assert m["transfer"]["q25"].loc[a, e] == pytest.approx(np.quantile(expected, 0.25))
+                assert m["transfer"]["q75"].loc[a, e] == pytest.approx(np.quantile(expected, 0.75))
             else:
                 assert np.isnan(got)
 
@@ -298,3 +300,14 @@ def test_repeated_calls_on_the_same_frames_agree_with_fresh_frames():
     m = R.matrices(more_runs, more_evals, freezing=["decoder"])["transfer"]
     assert m["value"].loc["A", "B"] == pytest.approx(0.05) and m["count"].loc["A", "B"] == 1
     assert m["value"].loc["A", "A"] == pytest.approx(0.1) and m["count"].loc["A", "A"] == 1
+
+
+def test_a_diverged_model_counts_but_does_not_poison_the_statistics():
+    runs, evals = hand_made_tables()
+    rid = "noise|A>B|none|s2"
+    evals.loc[(evals["run_id"] == rid) & (evals["stage"] == "transfer") & (evals["eval_domain"] == "B"),
+              "loss"] = np.nan
+    for reduction, expected in (("median", 0.6), ("mean", 0.6), ("min", 0.5), ("max", 0.7)):
+        m = R.matrices(runs.copy(), evals.copy(), freezing=["none"], reduction=reduction)["transfer"]
+        assert m["value"].loc["A", "B"] == pytest.approx(expected)
+        assert m["count"].loc["A", "B"] == 3

@@ -122,20 +122,40 @@ def finished_runs(root: Path, series: str, profile: str) -> set[str]:
 
 
 def _reduce(frame: pd.DataFrame, rows: str, cols: str, metric: str, reduction: str, order: list[str]):
+    """Per (row, column) cell: the reduction, the number of models and the quartiles.
+
+    Vectorised over cells (sorted values per cell, linear-interpolated quantiles as
+    pandas computes them); NaN values count as models but not in the statistics.
+    """
     n = len(order)
-    cells = {k: np.full((n, n), np.nan) for k in ("value", "count", "q25", "q75")}
-    if not frame.empty:
-        grouped = frame.groupby([rows, cols], sort=False)[metric]
-        table = grouped.agg([reduction, "size"])
-        quartiles = grouped.quantile([0.25, 0.75]).unstack().reindex(table.index)
-        axis = pd.Index(order)
-        r = axis.get_indexer(table.index.get_level_values(0))
-        c = axis.get_indexer(table.index.get_level_values(1))
-        keep = (r >= 0) & (c >= 0)
-        for key, values in (("value", table[reduction]), ("count", table["size"]), ("q25", quartiles[0.25]),
-                            ("q75", quartiles[0.75])):
-            cells[key][r[keep], c[keep]] = values.to_numpy(dtype=float)[keep]
-    out = {k: pd.DataFrame(v, index=pd.Index(order, name=rows), columns=pd.Index(order, name=cols))
+    cells = {k: np.full(n * n, np.nan) for k in ("value", "count", "q25", "q75")}
+    axis = pd.Index(order)
+    r, c = axis.get_indexer(frame[rows]), axis.get_indexer(frame[cols])
+    keep = (r >= 0) & (c >= 0)
+    if keep.any():
+        cell = (r * n + c)[keep]
+        values = frame[metric].to_numpy(dtype=float)[keep]
+        sort = np.lexsort((values, cell))  # by cell, then value; NaN last within a cell
+        cell, values = cell[sort], values[sort]
+        ids, start, size = np.unique(cell, return_index=True, return_counts=True)
+        cells["count"][ids] = size
+        finite = ~np.isnan(values)
+        valid = np.add.reduceat(finite.astype(np.int64), start)
+        sums = np.add.reduceat(np.where(finite, values, 0.0), start)
+        ok = valid > 0
+        ids, start, valid, sums = ids[ok], start[ok], valid[ok], sums[ok]
+
+        def quantile(q: float) -> np.ndarray:
+            pos = start + q * (valid - 1)
+            lo = np.floor(pos).astype(np.int64)
+            hi = np.minimum(lo + 1, start + valid - 1)
+            return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+        cells["value"][ids] = {"median": lambda: quantile(0.5), "mean": lambda: sums / valid,
+                               "min": lambda: values[start], "max": lambda: values[start + valid - 1]}[reduction]()
+        cells["q25"][ids] = quantile(0.25)
+        cells["q75"][ids] = quantile(0.75)
+    out = {k: pd.DataFrame(v.reshape(n, n), index=pd.Index(order, name=rows), columns=pd.Index(order, name=cols))
            for k, v in cells.items()}
     if not np.isnan(cells["count"]).any():
         out["count"] = out["count"].astype("int64")
@@ -160,9 +180,16 @@ def _joined(runs: pd.DataFrame, evaluations: pd.DataFrame) -> tuple[pd.DataFrame
     if hit is not None and hit[0]() is runs and hit[1]() is evaluations and hit[2] == stamp:
         return hit[3]
     columns = ["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain", "freezing"]
-    ev = evaluations.merge(runs[columns], on=["run_id", "profile"])
-    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain", "freezing"])
-    post = ev[(ev["stage"] == "transfer") & (ev["eval_domain"] == ev["target_domain"])]
+    chosen = runs[columns]
+    stage = evaluations["stage"].to_numpy()
+    # pretraining rows repeat in every run of a model: read them through one run per
+    # model and freezing mode
+    models = chosen.drop_duplicates(["profile", "pretrain_id", "freezing"])
+    pre = evaluations[(stage == "pretrain") & evaluations["run_id"].isin(models["run_id"]).to_numpy()]
+    pre = pre.merge(models, on=["run_id", "profile"]).drop_duplicates(
+        ["profile", "pretrain_id", "eval_domain", "freezing"])
+    post = evaluations[stage == "transfer"].merge(chosen, left_on=["run_id", "profile", "eval_domain"],
+                                                  right_on=["run_id", "profile", "target_domain"])
     if len(_JOINED) >= 8:
         _JOINED.clear()
     _JOINED[key] = (weakref.ref(runs), weakref.ref(evaluations), stamp, (pre, post))
