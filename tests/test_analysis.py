@@ -93,9 +93,12 @@ def test_shares_without_the_diagonal_still_find_a_column_effect():
     assert s["col"] > 0.85 and s["col"] + s["shared"] == pytest.approx(1)
 
 
-def test_shares_of_constant_cells_are_nan():
+def test_shares_of_constant_cells_or_a_single_row_are_nan():
     cells = matrix_cells({(r, c): 1.0 for r in "ab" for c in "xy"})
     assert np.isnan(A.variance_shares(cells, "loss")["row"])
+    one_row = matrix_cells({("a", c): float(i) for i, c in enumerate("xyz")})
+    assert np.isnan(A.variance_shares(one_row, "loss")["col"])
+    assert np.isnan(A.worst_row_share(one_row, "loss", "a", "loss"))
 
 
 # --------------------------------------------------------------------------- tables

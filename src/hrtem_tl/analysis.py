@@ -156,7 +156,8 @@ def variance_shares(cells: pd.DataFrame, value: str, row: str = "pretrain_domain
     for columns. ``residual`` is what the additive model leaves; ``shared`` is the rest
     (0 for a complete matrix; with missing cells part of the spread can be credited to
     rows or columns alike). Returns ``row``, ``col``, ``residual``, ``shared`` (NaN when
-    the cells do not vary) and ``cells`` (how many cells were used).
+    the cells do not vary, or when fewer than two rows or columns are present) and
+    ``cells`` (how many cells were used).
     """
     matrix = cell_means(cells, value, row, col)
     values = matrix.to_numpy()
@@ -168,6 +169,8 @@ def variance_shares(cells: pd.DataFrame, value: str, row: str = "pretrain_domain
     out = {"cells": float(len(y))}
     total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
     if len(y) < 2 or total <= 1e-15 * max(1.0, float(y @ y)):
+        return out | {"row": np.nan, "col": np.nan, "residual": np.nan, "shared": np.nan}
+    if len(np.unique(ri)) < 2 or len(np.unique(ci)) < 2:  # one row or one column: nothing to split
         return out | {"row": np.nan, "col": np.nan, "residual": np.nan, "shared": np.nan}
     ones = np.ones((len(y), 1))
     rows, cols = _dummies(ri), _dummies(ci)
@@ -289,10 +292,11 @@ def combine(*verdicts: str) -> str:
 
 def worst_row_share(cells: pd.DataFrame, value: str, row_label: str, metric: str,
                     row: str = "pretrain_domain", col: str = "eval_domain") -> float:
-    """Share of columns in which the models of ``row_label`` have the worst mean ``value``."""
+    """Share of columns in which the models of ``row_label`` have the worst mean ``value``
+    (NaN with fewer than two rows: there is nothing to be worse than)."""
     matrix = goodness(cell_means(cells, value, row, col), metric)
     matrix = matrix.dropna(axis=1, how="all")
-    if row_label not in matrix.index or matrix.empty:
+    if row_label not in matrix.index or matrix.empty or len(matrix.index) < 2:
         return np.nan
     worst = matrix.idxmin(axis=0)
     return float((worst == row_label).mean())
