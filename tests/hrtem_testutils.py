@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hrtem_tl.config import load_profile
+from hrtem_tl.metrics import METRICS
+from hrtem_tl.results import append_records
+from hrtem_tl.series import FREEZING, Series
 
 # One thread per process: the machine has 2 cores and often a study running beside
 # the tests; two competing intra-op threads make torch many times slower here.
@@ -57,3 +66,30 @@ def set_torch_threads() -> None:
     import torch
 
     torch.set_num_threads(THREADS)
+
+
+def synthetic_results(root: Path, series: str, seeds=(0, 1), profile: str = "cpu") -> None:
+    """Runs and evaluations with random metric values over the series' real grid."""
+    rng = np.random.default_rng(7)
+    s = Series(series, load_profile(profile))
+    pairs = s.transfer_pairs()
+    runs, evals = [], []
+    for seed, (a, b), f in itertools.product(seeds, pairs, FREEZING):
+        rid = f"{series}|{a}>{b}|{f}|s{seed}"
+        runs.append({"run_id": rid, "pretrain_id": f"{series}|{a}|s{seed}", "series": series, "profile": profile,
+                     "pretrain_domain": a, "target_domain": b, "freezing": f, "seed": seed,
+                     "lr_pretrain": 1e-3, "lr_transfer": 1e-4, "pretrain_images": 64, "transfer_images": 32,
+                     "val_images": 16, "pretrain_epochs": 6, "transfer_epochs": 5, "pretrain_steps": 16,
+                     "transfer_steps": 8, "batch_size": 16, "crop": 128, "best_epoch_pretrain": 3,
+                     "best_epoch_transfer": 4, "params_total": 14322082, "params_trainable": 3151842,
+                     "wall_pretrain_s": 100.0, "wall_transfer_s": 40.0, "device": "cpu", "precision": "fp32",
+                     "package_version": "0", "git_commit": "x", "config_hash": "h", "finished_at": 0.0})
+        pre_values = np.random.default_rng(abs(hash((series, a, seed))) % 2**32)
+        for d in s.domains:
+            evals.append({"run_id": rid, "profile": profile, "stage": "pretrain", "eval_domain": d.name,
+                          **{m: float(pre_values.uniform()) for m in METRICS}})
+            evals.append({"run_id": rid, "profile": profile, "stage": "transfer", "eval_domain": d.name,
+                          **{m: float(rng.uniform()) for m in METRICS}})
+    append_records(root, series, {"runs": runs, "evaluations": evals, "histories": []})
+    pd.DataFrame(columns=["run_id", "profile", "stage", "epoch", "train_loss", "val_loss", "val_dice", "lr"]).astype(
+        {"epoch": "int64"}).to_parquet(root / series / "histories.parquet")

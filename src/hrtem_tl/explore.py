@@ -95,8 +95,7 @@ def _figure(series: str, cells: dict, metric: str, reduction: str, profile: str)
                         subplot_titles=("after pretraining", "after transfer learning"))
     for col, stage in enumerate(("pretrain", "transfer"), start=1):
         c = cells[stage]
-        custom = np.dstack([np.array(c["count"], dtype=float), np.array(c["q25"], dtype=float),
-                            np.array(c["q75"], dtype=float)]).tolist()
+        custom = [[list(cell) for cell in zip(*rows)] for rows in zip(c["count"], c["q25"], c["q75"])]
         fig.add_trace(go.Heatmap(
             z=c["value"], x=labels, y=labels, coloraxis="coloraxis", customdata=custom, xgap=1, ygap=1,
             hovertemplate=(f"pretrained on %{{y}}<br>{'evaluated' if stage == 'pretrain' else 'transferred to'} on %{{x}}"
@@ -120,10 +119,13 @@ def freezing_subsets() -> list[tuple[str, ...]]:
     return [c for r in range(1, len(FREEZING) + 1) for c in itertools.combinations(FREEZING, r)]
 
 
+def _short(v: float | None) -> float | None:
+    """Five significant digits; ``None`` for a missing or NaN value (valid JSON)."""
+    return None if v is None or np.isnan(v) else float(f"{v:.5g}")
+
+
 def _round(cells: dict) -> dict:
-    def r(v):
-        return None if v is None else float(f"{v:.5g}")
-    return {k: [[r(v) for v in row] for row in m] for k, m in cells.items()}
+    return {k: [[_short(v) for v in row] for row in m] for k, m in cells.items()}
 
 
 def explorer_payload(results: dict[str, pd.DataFrame], series: str) -> dict:
@@ -179,7 +181,7 @@ def per_model_sizes(runs: pd.DataFrame, evals: pd.DataFrame) -> list[dict]:
     for stage, frame in (("pretrain", pre), ("transfer", post)):
         frame = frame[frame["same"]]  # each model on its own lattice, both sizes
         for rec in frame[["profile", "freezing", "group", "eval_size", *METRICS]].itertuples(index=False):
-            rows.append({"stage": stage, **{k: (float(f"{v:.5g}") if isinstance(v, float) else v)
+            rows.append({"stage": stage, **{k: (_short(v) if isinstance(v, float) else v)
                                             for k, v in rec._asdict().items()}})
     return rows
 
@@ -193,7 +195,7 @@ def explorer_html(results_root: Path, series: str, element_id: str | None = None
     base = _figure(series, first, "loss", "median", profile).to_plotly_json()
     payload["figure"] = json.loads(json.dumps(base, cls=_PlotlyEncoder))
     uid = element_id or f"explorer-{series}-{uuid.uuid4().hex[:8]}"
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    data = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     script = SCRIPT.read_text()
     return (f'{STYLE}<div class="hrtem-explorer" id="{html.escape(uid)}" data-series="{series}"></div>\n'
             f'<script type="application/json" id="{html.escape(uid)}-data">{data}</script>\n'

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_explorers_static import ARTIFACTS, CHROMIUM, synthetic_results
+from hrtem_testutils import synthetic_results
+from test_explorers_static import ARTIFACTS, CHROMIUM
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.browser,

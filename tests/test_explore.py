@@ -1,0 +1,48 @@
+"""The static explorer's embedded data: valid JSON, every choice present, values from matrices()."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from hrtem_testutils import synthetic_results
+
+from hrtem_tl.explore import explorer_html, explorer_or_note, freezing_subsets, series_domains
+from hrtem_tl.metrics import METRICS
+from hrtem_tl.results import REDUCTIONS, append_records, matrices, read_results
+
+
+def _payload(fragment: str, uid: str) -> dict:
+    text = re.search(rf'<script type="application/json" id="{uid}-data">(.*?)</script>', fragment, re.S).group(1)
+    def reject(constant):
+        raise ValueError(f"non-JSON constant {constant} in the explorer data")
+    return json.loads(text.replace("<\\/", "</"), parse_constant=reject)
+
+
+@pytest.mark.parametrize("series", ["noise", "structure"])
+def test_partial_results_give_valid_json_and_exact_values(tmp_path, series):
+    synthetic_results(tmp_path, series, seeds=(0,))
+    tables = read_results(tmp_path, series)
+    # Drop every run of one pretraining domain: its cells become empty (None, not NaN).
+    dropped = series_domains(series)[1]
+    runs = tables["runs"][tables["runs"]["pretrain_domain"] != dropped]
+    evals = tables["evaluations"][tables["evaluations"]["run_id"].isin(runs["run_id"])]
+    (tmp_path / series / "runs.parquet").unlink()
+    (tmp_path / series / "evaluations.parquet").unlink()
+    append_records(tmp_path, series, {"runs": runs.to_dict("records"), "evaluations": evals.to_dict("records")})
+    payload = _payload(explorer_html(tmp_path, series, element_id="x"), "x")
+    assert len(payload["matrices"]) == len(freezing_subsets()) * len(METRICS) * len(REDUCTIONS)
+    cells = payload["matrices"]["cpu|none+decoder|iou|mean"]
+    expected = matrices(runs, evals, freezing={"none", "decoder"}, metric="iou", reduction="mean",
+                        domains=series_domains(series))
+    row = series_domains(series).index(dropped)
+    assert all(v is None for v in cells["transfer"]["value"][row])
+    got = np.array([[np.nan if v is None else v for v in r] for r in cells["transfer"]["value"]])
+    np.testing.assert_allclose(got, expected["transfer"]["value"].to_numpy(float), rtol=1e-4)
+
+
+def test_missing_results_give_a_note(tmp_path):
+    note = explorer_or_note(tmp_path, "structure")
+    assert "No structure results" in note and "hrtem-tl study structure" in note
