@@ -25,12 +25,16 @@ EXECUTORS = ("local", "dask")
 
 
 def plan(series: Series, freezing: tuple[str, ...] = FREEZING) -> list[RunSpec]:
-    """Every run of the grid, seed by seed, grouped by pretraining domain."""
+    """Every run of the grid: seed by seed, then freezing mode by freezing mode.
+
+    This order completes whole transfer matrices early, so a sweep stopped part-way
+    leaves full matrices for the first seeds and freezing modes, not a few full rows.
+    """
     return [
         RunSpec(series.name, a, b, f, seed)
         for seed in series.seeds
-        for a, b in series.transfer_pairs()
         for f in freezing
+        for a, b in series.transfer_pairs()
     ]
 
 
