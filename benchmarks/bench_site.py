@@ -34,6 +34,11 @@ REDRAW_JS = """async ([root, control, value]) => {
 }"""
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def page_weight(html: Path) -> int:
     """Bytes of a page plus the local scripts, styles and images it references."""
     import re
@@ -64,8 +69,7 @@ def main() -> None:
     if not explorer_pages:
         print("no explorer found in the built pages")
         return
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
-    handler.log_message = lambda *a: None
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     from playwright.sync_api import sync_playwright
