@@ -26,7 +26,7 @@ def execute(paths: list[Path], timeout: int = 1200) -> list[tuple[Path, float]]:
             raise FileNotFoundError(f"notebook {path} does not exist")
         start = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
         tmp = path.with_name(f".{path.name}.tmp")
         nbformat.write(nb, tmp)
