@@ -32,11 +32,12 @@ def voila(tmp_path_factory):
     results = tmp_path_factory.mktemp("voila") / "results"
     synthetic_results(results, "noise", seeds=(0,))
     port = _free_port()
+    log = open(results.parent / "voila.log", "w")
     env = {**os.environ, "HRTEM_TL_RESULTS": str(results), "JUPYTER_PATH": str(REPO / "widgets")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", str(REPO / "widgets" / "app.ipynb"), "--template=offline", "--no-browser", f"--port={port}",
          "--Voila.ip=127.0.0.1", f"--ServerApp.root_dir={REPO / 'widgets'}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, stdout=log, stderr=subprocess.STDOUT)  # a file: a full pipe would block Voila
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -45,14 +46,16 @@ def voila(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(proc.stdout.read().decode())
+                pytest.fail((results.parent / "voila.log").read_text())
             time.sleep(0.5)
     yield url
     proc.terminate()
     proc.wait(timeout=20)
+    log.close()
 
 
 def test_voila_app_loads_and_responds(voila):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -63,7 +66,11 @@ def test_voila_app_loads_and_responds(voila):
         requests = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(voila, timeout=120_000, wait_until="commit")  # Voila streams cells as they run
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=240_000)
+        try:
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
+        except PlaywrightTimeout:  # a kernel that never came up: one fresh page (and kernel) more
+            page.reload(wait_until="commit")
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
         title = page.locator(".js-plotly-plot .gtitle").first.text_content()
         assert "cross-entropy" in title
         # Choose the Dice metric in the ipywidgets dropdown; the kernel redraws the figure.
