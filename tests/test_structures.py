@@ -134,14 +134,12 @@ def test_reported_stacking_faults_are_in_the_structure(monkeypatch):
 
     monkeypatch.setattr(structures, "Rotation", NoRotation)
     lat = get_lattice("CdSe")
-    reported, seen = 0, 0
-    for seed in range(12):
+    reported = []
+    for seed in range(16):
         atoms, faults = make_particle(lat, 14.0, np.random.default_rng(seed))
-        visible = _stacking_faults_seen(atoms, lat)
-        assert visible <= faults
-        reported, seen = reported + faults, seen + visible
-    assert reported > 0
-    assert seen >= 0.5 * reported  # most reported faults cut through the sphere
+        assert _stacking_faults_seen(atoms, lat) == faults, f"seed {seed}"
+        reported.append(faults)
+    assert set(reported) >= {0, 1}
 
 
 @pytest.mark.parametrize("thickness", [10.0, 25.0])

@@ -55,11 +55,15 @@ class Scene:
         return atoms
 
 
-def _wurtzite_block(lattice: Lattice, radius: float, faults: int, rng: np.random.Generator) -> Atoms:
+def _wurtzite_block(
+    lattice: Lattice, radius: float, faults: int, rng: np.random.Generator
+) -> tuple[Atoms, list[float]]:
     """A wurtzite block covering a sphere of ``radius``, with ``faults`` stacking faults.
 
     Bilayers stack along c as ABAB...; a fault puts the next bilayer on the third
-    site (ABAB|CBCB), the intrinsic I1 fault of wurtzite.
+    site (ABAB|CBCB), the intrinsic I1 fault of wurtzite. Returns the block and, per
+    fault, the heights [Å] of the cation planes of the faulted bilayer and of the
+    bilayer two below it (the pair whose sites differ).
     """
     a, c = lattice.a, lattice.c
     half_layers = int(np.ceil(2 * radius / (c / 2))) + 4
@@ -81,7 +85,8 @@ def _wurtzite_block(lattice: Lattice, radius: float, faults: int, rng: np.random
             z = np.full(len(xy), z0 + k * c / 2 + dz)
             positions.append(np.column_stack([xy, z]))
             symbols += [symbol] * len(xy)
-    return Atoms(symbols=symbols, positions=np.concatenate(positions))
+    planes = [(z0 + k * c / 2, z0 + (k - 2) * c / 2) for k in sorted(fault_layers)]
+    return Atoms(symbols=symbols, positions=np.concatenate(positions)), planes
 
 
 def _cubic_block(lattice: Lattice, radius: float) -> Atoms:
@@ -98,11 +103,13 @@ def make_particle(
 ) -> tuple[Atoms, int]:
     """A sphere of ``radius`` [Å] cut from a randomly rotated crystal, centred at 0.
 
-    Returns the atoms and the number of stacking faults (wurtzite only).
+    Returns the atoms and the number of stacking faults that cut through the sphere
+    (wurtzite only; faults drawn in the block outside the sphere are not counted).
     """
     faults = int(rng.integers(0, max_faults + 1)) if lattice.is_wurtzite else 0
+    planes = []
     if lattice.is_wurtzite:
-        block = _wurtzite_block(lattice, radius, faults, rng)
+        block, planes = _wurtzite_block(lattice, radius, faults, rng)
     else:
         block = _cubic_block(lattice, radius)
     # A random offset picks which atom sits near the centre; then a random rotation.
@@ -111,6 +118,8 @@ def make_particle(
     rotation = Rotation.random(random_state=rng)
     positions = rotation.apply(positions)
     inside = np.linalg.norm(positions, axis=1) <= radius
+    heights = block.positions[inside, 2]
+    faults = sum(np.isclose(heights, z).any() and np.isclose(heights, z2).any() for z, z2 in planes)
     particle = Atoms(symbols=np.array(block.get_chemical_symbols())[inside], positions=positions[inside])
     return particle, faults
 
