@@ -54,6 +54,43 @@ def test_reduced_structure_pairs():
     assert len(pairs) == 9 * 8 + 9 * 2
 
 
+def test_related_transfer_evaluation_domains():
+    from dataclasses import replace
+
+    from hrtem_tl.config import load_profile
+
+    cpu = load_profile("cpu")
+    related = Series("structure", cpu)
+    assert sorted(related.transfer_eval_domains("Cu_small", "Fe_small")) == ["Cu_small", "Fe_large", "Fe_small"]
+    assert sorted(related.transfer_eval_domains("Si_small", "Si_large")) == ["Si_large", "Si_small"]
+    every = Series("structure", replace(cpu, study=replace(cpu.study, structure_transfer_eval="all")))
+    assert len(every.transfer_eval_domains("Cu_small", "Fe_small")) == 18
+    noise = Series("noise", cpu)  # the setting belongs to the structure series only
+    assert noise.transfer_eval_domains("dose30", "dose600") == [d.name for d in noise.domains]
+
+
+def test_config_hash_covers_only_the_series_settings():
+    from dataclasses import replace
+
+    from hrtem_tl.config import load_profile
+
+    cpu = load_profile("cpu")
+    changed = replace(cpu, study=replace(cpu.study, structure_val_images=5, structure_transfer_eval="all"))
+    assert changed.config_hash("noise", "x") == cpu.config_hash("noise", "x")
+    assert changed.config_hash("structure", "x") != cpu.config_hash("structure", "x")
+    assert cpu.config_hash("noise", "a") != cpu.config_hash("noise", "b")
+    assert replace(cpu, training=replace(cpu.training, crop=64)).config_hash("noise") != cpu.config_hash("noise")
+
+
+def test_bad_study_settings_are_named():
+    from hrtem_tl.config import StudySettings
+
+    with pytest.raises(ValueError, match="structure_transfer_eval"):
+        StudySettings(structure_transfer_eval="some")
+    with pytest.raises(ValueError, match="structure_pairs"):
+        StudySettings(structure_pairs="half")
+
+
 @pytest.mark.parametrize(
     "pretrain,target,freezing,match",
     [

@@ -84,7 +84,18 @@ class StudySettings:
     structure_train_images: int | None = None
     structure_val_images: int | None = None
     structure_seeds: tuple[int, ...] | None = None
+    structure_transfer_eval: str = "all"  # "all" domains, or "related" (see Series.transfer_eval_domains)
     defocus_domains: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.structure_pairs not in ("all", "reduced"):
+            raise ValueError(f"structure_pairs must be 'all' or 'reduced', got {self.structure_pairs!r}")
+        if self.structure_transfer_eval not in ("all", "related"):
+            raise ValueError(f"structure_transfer_eval must be 'all' or 'related', got {self.structure_transfer_eval!r}")
+
+    def for_series(self, series: str) -> dict:
+        """The settings that apply to ``series`` (those named ``<series>_...``)."""
+        return {k: v for k, v in asdict(self).items() if k.startswith(f"{series}_")}
 
 
 @dataclass(frozen=True)
@@ -101,9 +112,14 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def config_hash(self, *parts: str) -> str:
-        """A short stable hash of the settings (plus any extra ``parts``)."""
-        text = json.dumps(self.to_dict(), sort_keys=True) + "|".join(parts)
+    def config_hash(self, series: str, *parts: str) -> str:
+        """A short stable hash of the settings that ``series`` uses (plus any extra ``parts``).
+
+        Study settings of other series are left out, so scaling one series does not
+        invalidate the datasets, models and results of another.
+        """
+        settings = {**self.to_dict(), "study": self.study.for_series(series)}
+        text = json.dumps(settings, sort_keys=True) + "|".join((series, *parts))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -133,5 +149,5 @@ def load_profile(name: str, path: Path | None = None) -> Profile:
             training=TrainingSettings(**_tuples(raw["training"])),
             study=StudySettings(**_tuples(raw.get("study", {}))),
         )
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"profile {name!r} is malformed: {err}") from None

@@ -77,10 +77,12 @@ def domain_data(profile: Profile, series: str, domain: str, split: str, root: Pa
     return (images[:limit], masks[:limit]) if limit else (images, masks)
 
 
-def evaluate_all(model, series: Series, precision: Precision, root: Path) -> dict[str, dict]:
-    """Metrics of ``model`` on the validation set of every domain of ``series``."""
-    return {d.name: evaluate(model, *domain_data(series.profile, series.name, d.name, "val", root), precision)
-            for d in series.domains}
+def evaluate_domains(model, series: Series, precision: Precision, root: Path,
+                     domains: list[str] | None = None) -> dict[str, dict]:
+    """Metrics of ``model`` on the validation set of ``domains`` (default: every domain of ``series``)."""
+    names = domains if domains is not None else [d.name for d in series.domains]
+    return {name: evaluate(model, *domain_data(series.profile, series.name, name, "val", root), precision)
+            for name in names}
 
 
 def check_spec(series: Series, spec: RunSpec) -> None:
@@ -115,7 +117,7 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
         epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain, batch_size=t.batch_size,
         crop=t.crop, seed=seed, lr_decay=t.lr_decay, precision=precision,
     )
-    meta = {"stage": asdict(result), "evaluations": evaluate_all(model, series, precision, data_root),
+    meta = {"stage": asdict(result), "evaluations": evaluate_domains(model, series, precision, data_root),
             "precision": precision.name, "device": precision.device, "config_hash": key}
     save_checkpoint(model, path, meta)
     return model, meta
@@ -145,7 +147,8 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
         epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
         crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, lr_decay=t.lr_decay, precision=precision,
     )
-    transfer_evals = evaluate_all(model, series, precision, data_root)
+    transfer_evals = evaluate_domains(model, series, precision, data_root,
+                                      series.transfer_eval_domains(spec.pretrain_domain, spec.target_domain))
     apply_freezing(model, spec.freezing)
     trainable = count_parameters(model, trainable_only=True)
     apply_freezing(model, "none")

@@ -121,6 +121,19 @@ class Series:
             return [n for n in names if int(n[2:]) in DEFOCUS_PRETRAIN]
         return names
 
+    def transfer_eval_domains(self, pretrain_domain: str, target_domain: str) -> list[str]:
+        """Domains a transferred model is evaluated on.
+
+        Every domain, unless the structure series has ``structure_transfer_eval =
+        "related"``: then the target, the pretraining domain and the other particle
+        size of the target's lattice (what the figures and the forgetting analysis use).
+        """
+        names = [d.name for d in self.domains]
+        if self.name != "structure" or self.profile.study.structure_transfer_eval == "all":
+            return names
+        lattice = self.domain(target_domain).scene_set.formula
+        return [n for n in names if n == pretrain_domain or self.domain(n).scene_set.formula == lattice]
+
     def transfer_pairs(self) -> list[tuple[str, str]]:
         """Ordered (pretraining domain, target domain) pairs of the transfer grid.
 

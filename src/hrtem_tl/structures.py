@@ -119,7 +119,7 @@ def make_particle(
     positions = rotation.apply(positions)
     inside = np.linalg.norm(positions, axis=1) <= radius
     heights = block.positions[inside, 2]
-    faults = sum(np.isclose(heights, z).any() and np.isclose(heights, z2).any() for z, z2 in planes)
+    faults = int(sum(np.isclose(heights, z).any() and np.isclose(heights, z2).any() for z, z2 in planes))
     particle = Atoms(symbols=np.array(block.get_chemical_symbols())[inside], positions=positions[inside])
     return particle, faults
 
