@@ -8,6 +8,8 @@ mkdir -p logs
 for series in "${@:-noise structure}"; do
   for s in $series; do
     echo "$(date -Is) start $s" >> logs/study-cpu.log
+    # Simulate what is missing first, two scenes at a time; the sweep then finds its data.
+    nice -n 10 .venv/bin/hrtem-tl simulate "$s" --profile cpu --workers 2 >> "logs/study-$s-cpu.log" 2>&1
     nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu >> "logs/study-$s-cpu.log" 2>&1
     echo "$(date -Is) done $s" >> logs/study-cpu.log
   done
