@@ -46,7 +46,9 @@ export PLOTLY_JS
 #    localhost URL; an inherited HOST would make it listen elsewhere.
 cd "$PROJECT"
 OUT="$PROJECT/_build/html"
-rm -f "$OUT/.render.log"
+# Start clean: mystmd keeps every earlier version of a page's source (hashed names)
+# in _build/site/public, and the renderer would offer each of them for download.
+rm -rf "$PROJECT/_build/site" "$OUT"
 env -u HOST myst build --html
 
 if [[ ! -f "$OUT/index.html" || ! -f "$OUT/.render.log" ]]; then
