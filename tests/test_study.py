@@ -80,6 +80,7 @@ def test_config_hash_covers_only_the_series_settings():
     assert changed.config_hash("structure", "x") != cpu.config_hash("structure", "x")
     assert cpu.config_hash("noise", "a") != cpu.config_hash("noise", "b")
     assert replace(cpu, training=replace(cpu.training, crop=64)).config_hash("noise") != cpu.config_hash("noise")
+    assert replace(cpu, description="reworded").config_hash("noise") == cpu.config_hash("noise")
 
 
 def test_bad_study_settings_are_named():

@@ -116,9 +116,10 @@ class Profile:
         """A short stable hash of the settings that ``series`` uses (plus any extra ``parts``).
 
         Study settings of other series are left out, so scaling one series does not
-        invalidate the datasets, models and results of another.
+        invalidate the datasets, models and results of another; so is the description.
         """
         settings = {**self.to_dict(), "study": self.study.for_series(series)}
+        del settings["description"]
         text = json.dumps(settings, sort_keys=True) + "|".join((series, *parts))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
