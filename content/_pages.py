@@ -201,9 +201,9 @@ def claim_rows_html(table: pd.DataFrame, claim: int) -> str:
     rows = table[table["claim"] == claim]
     out = pd.DataFrame({
         "series": rows["series"], "metric": rows["metric"].replace({"dice": "Dice", "time": "wall time"}),
-        "what is measured": rows["test"],
+        "what is measured": rows["test"].map(lambda x: html.escape(str(x))),
         "estimate [95 % interval]; per-seed range": [interval_text(r) for _, r in rows.iterrows()],
-        "claim needs": rows["threshold"], "verdict": [badge(v) for v in rows["verdict"]],
+        "claim needs": rows["threshold"].map(lambda x: html.escape(str(x))), "verdict": [badge(v) for v in rows["verdict"]],
     })
     return table_html(out)
 
