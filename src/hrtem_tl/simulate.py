@@ -39,21 +39,20 @@ def exit_waves(atoms: Atoms, settings: SimulationSettings, seed: int | None, pho
     one wave is returned.
     """
     abtem = _abtem()
+    source = atoms
     if phonons:
-        with warnings.catch_warnings():  # we average intensities ourselves, after imaging
-            warnings.filterwarnings("ignore", message="ensemble_mean=False")
-            source = abtem.FrozenPhonons(
-                atoms, num_configs=settings.phonon_configs, sigmas=settings.phonon_sigma, seed=seed,
-                ensemble_mean=False,
-            )
-    else:
-        source = atoms
-    potential = abtem.Potential(source, sampling=settings.sampling, slice_thickness=settings.slice_thickness)
-    waves = abtem.PlaneWave(energy=settings.energy).multislice(potential)
+        source = abtem.FrozenPhonons(atoms, num_configs=settings.phonon_configs, sigmas=settings.phonon_sigma,
+                                     seed=seed, ensemble_mean=False)
     n = settings.image_size
-    if waves.gpts != (n, n):
-        waves = waves.downsample(gpts=(n, n))
-    array = np.asarray(waves.array, dtype=np.complex64)
+    with warnings.catch_warnings():
+        # abTEM warns that ensemble_mean=False keeps every configuration: we want exactly
+        # that, and average the intensities ourselves after imaging.
+        warnings.filterwarnings("ignore", message="ensemble_mean=False")
+        potential = abtem.Potential(source, sampling=settings.sampling, slice_thickness=settings.slice_thickness)
+        waves = abtem.PlaneWave(energy=settings.energy).multislice(potential)
+        if waves.gpts != (n, n):
+            waves = waves.downsample(gpts=(n, n))
+        array = np.asarray(waves.array, dtype=np.complex64)
     return array.reshape(-1, n, n)
 
 
