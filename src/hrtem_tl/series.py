@@ -128,11 +128,11 @@ class Series:
         "related"``: then the target, the pretraining domain and the other particle
         size of the target's lattice (what the figures and the forgetting analysis use).
         """
-        names = [d.name for d in self.domains]
+        formula = {d.name: d.scene_set.formula for d in self.domains}
         if self.name != "structure" or self.profile.study.structure_transfer_eval == "all":
-            return names
-        lattice = self.domain(target_domain).scene_set.formula
-        return [n for n in names if n == pretrain_domain or self.domain(n).scene_set.formula == lattice]
+            return list(formula)
+        lattice = self.domain(target_domain).scene_set.formula  # a clear error for an unknown target
+        return [n for n, f in formula.items() if n == pretrain_domain or f == lattice]
 
     def transfer_pairs(self) -> list[tuple[str, str]]:
         """Ordered (pretraining domain, target domain) pairs of the transfer grid.

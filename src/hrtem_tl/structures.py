@@ -57,7 +57,7 @@ class Scene:
 
 def _wurtzite_block(
     lattice: Lattice, radius: float, faults: int, rng: np.random.Generator
-) -> tuple[Atoms, list[float]]:
+) -> tuple[Atoms, list[tuple[float, float]]]:
     """A wurtzite block covering a sphere of ``radius``, with ``faults`` stacking faults.
 
     Bilayers stack along c as ABAB...; a fault puts the next bilayer on the third
