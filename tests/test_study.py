@@ -207,6 +207,17 @@ def test_run_study_limit_slices_a_sweep(local_study, tiny_series, tmp_path):
     assert len(_tables(results)["runs"]) == 5
 
 
+def test_sweep_finishes_one_pretrained_model_before_the_next(data_copy, tiny_series, tmp_path):
+    """Stopped part-way, a sweep leaves whole matrix rows and has trained only the models they need."""
+    ckpt = tmp_path / "ckpt"
+    summary = run_study(tiny_series, results_root=tmp_path / "results", data_root=data_copy, checkpoints=ckpt,
+                        limit=len(FREEZING), progress=False)
+    runs = _tables(tmp_path / "results")["runs"]
+    assert summary["new"] == len(FREEZING)
+    assert set(runs["pretrain_domain"]) == {"df-5"} and sorted(runs["freezing"]) == sorted(FREEZING)
+    assert len(list(ckpt.rglob("*.safetensors"))) == 1
+
+
 def test_run_study_rejects_bad_arguments_before_simulating(tiny_series, tmp_path):
     for kwargs, match in [({"executor": "slurm"}, "unknown executor"), ({"workers": 0}, "at least 1"),
                           ({"freezing": ("all",)}, "unknown freezing"), ({"freezing": ()}, "freezing")]:

@@ -1,15 +1,18 @@
 """Study sweeps: expand a series' grid, run it locally or on Dask, store every result.
 
-A sweep simulates what is missing, then for each seed trains every pretrained model
-it needs (phase 1) and every transfer run (phase 2). Each finished run is appended
-to the parquet store at once by the coordinating process, so a sweep killed at any
-moment and started again resumes where it stopped and stores every run once.
+A sweep simulates what is missing, then works through the grid one pretrained model
+at a time: it trains (or finds) the model, then runs every transfer that starts from
+it. With several workers the next models train while earlier transfers run. Each
+finished run is appended to the parquet store at once by the coordinating process, so
+a sweep killed at any moment and started again resumes where it stopped and stores
+every run once.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -25,16 +28,21 @@ EXECUTORS = ("local", "dask")
 
 
 def plan(series: Series, freezing: tuple[str, ...] = FREEZING) -> list[RunSpec]:
-    """Every run of the grid: seed by seed, then freezing mode by freezing mode.
+    """Every run of the grid: seed by seed, then pretrained model by pretrained model.
 
-    This order completes whole transfer matrices early, so a sweep stopped part-way
-    leaves full matrices for the first seeds and freezing modes, not a few full rows.
+    This order finishes all transfers from one pretrained model before the next, so a
+    sweep stopped part-way leaves complete matrix rows (every target and freezing mode),
+    and resuming it, even on a machine without the checkpoint cache, retrains only the
+    models that still have runs left.
     """
+    pairs = series.transfer_pairs()
     return [
         RunSpec(series.name, a, b, f, seed)
         for seed in series.seeds
+        for source in dict.fromkeys(a for a, _ in pairs)
         for f in freezing
-        for a, b in series.transfer_pairs()
+        for a, b in pairs
+        if a == source
     ]
 
 
@@ -106,19 +114,17 @@ class _Pool:
             return self.pool.submit(fn, *args)
         return _Deferred(fn, args)
 
-    def as_completed(self, futures):
+    def next_done(self, running) -> object:
+        """One finished future of ``running`` (in-process: the oldest, which runs when asked)."""
         if self.client is not None:
-            from distributed import as_completed
+            from distributed import wait as dask_wait
 
-            yield from as_completed(futures)
-            return
-        if self.pool is None:
-            yield from futures  # in-process: each runs when its result() is asked for
-            return
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from done
+            done = dask_wait(list(running), return_when="FIRST_COMPLETED").done
+        elif self.pool is not None:
+            done = wait(list(running), return_when=FIRST_COMPLETED).done
+        else:
+            return next(iter(running))
+        return next(f for f in running if f in done)  # the oldest of those done
 
     def close(self):
         if self.client is not None:
@@ -165,23 +171,38 @@ def run_study(
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
                desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress)
     start, finished = time.perf_counter(), 0
+    # The transfers of each pretrained model, in plan order; models start as workers free up.
+    groups: dict[tuple[int, str], list[RunSpec]] = {}
+    for spec in todo:
+        groups.setdefault((spec.seed, spec.pretrain_domain), []).append(spec)
+    waiting = deque(groups)
+    running: dict = {}  # future -> (seed, domain) for a pretraining, RunSpec for a transfer
     pool = _Pool(executor, workers, scheduler)
+
+    def start_pretraining() -> None:
+        seed, domain = waiting.popleft()
+        running[pool.submit(pretrain_job, profile, series.name, domain, seed, *roots)] = (seed, domain)
+        bar.set_postfix_str(f"pretraining {domain} (seed {seed}), {len(waiting)} models after it")
+
     try:
-        for seed in sorted({s.seed for s in todo}):
-            batch = [s for s in todo if s.seed == seed]
-            domains = sorted({s.pretrain_domain for s in batch})
-            bar.set_postfix_str(f"seed {seed}: pretraining {len(domains)} models")
-            for future in pool.as_completed([pool.submit(pretrain_job, profile, series.name, d, seed, *roots)
-                                             for d in domains]):
-                future.result()
-            futures = [pool.submit(transfer_job, profile, s, *roots) for s in batch]
-            for future in pool.as_completed(futures):
-                append_records(results_root, series.name, future.result())
-                finished += 1
-                bar.update()
-                left = len(todo) - finished
-                rate = (time.perf_counter() - start) / finished
-                bar.set_postfix_str(f"seed {seed}: {left} left, ~{left * rate / 60:.0f} min")
+        for _ in range(min(workers, len(waiting))):
+            start_pretraining()
+        while running:
+            future = pool.next_done(running)
+            task = running.pop(future)
+            result = future.result()
+            if isinstance(task, tuple):  # a pretrained model is ready: its transfers go next
+                for spec in groups[task]:
+                    running[pool.submit(transfer_job, profile, spec, *roots)] = spec
+                if waiting:
+                    start_pretraining()
+                continue
+            append_records(results_root, series.name, result)
+            finished += 1
+            bar.update()
+            left = len(todo) - finished
+            rate = (time.perf_counter() - start) / finished
+            bar.set_postfix_str(f"{left} left, ~{left * rate / 60:.0f} min")
     finally:
         pool.close()
         bar.close()
