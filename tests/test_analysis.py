@@ -309,6 +309,26 @@ def test_structure_claims_on_a_small_hand_made_series():
     assert A.claim_verdicts(table)[1] == A.UNTESTED
 
 
+def test_structure_claims_wait_for_enough_lattices():
+    """A running structure study speaks about lattices only once enough have pretrained models."""
+    domains = [f"{lat}_{size}" for lat in ("Cu", "Ag", "C", "Si") for size in ("small", "large")]
+
+    def sources_table(sources):
+        pairs = [(a, b) for a in sources for b in domains if a != b]
+        return fake_results(domains, lambda a, d, s: 0.2 + 0.1 * (a != d), lambda a, b, f, s: 0.15, pairs=pairs,
+                            series="structure", seeds=(0,), noise=0.01, rng=np.random.default_rng(2))
+
+    need = A.THRESHOLDS["min_lattices"]
+    early = A.assess_claims(None, sources_table(["Cu_small", "Cu_large", "Ag_small"]), n=10)
+    early = early[early["claim"].isin([3, 4, 5])]
+    assert set(early["verdict"]) == {A.UNTESTED}
+    assert early["threshold"].str.contains(f"2 lattice\\(s\\) so far \\(Ag, Cu\\); needs at least {need}").all()
+    later = A.assess_claims(None, sources_table(["Cu_small", "Cu_large", "Ag_small", "Ag_large", "C_small"]), n=10)
+    tested = set(later.loc[later["verdict"] != A.UNTESTED, "claim"])
+    assert {3, 4} <= tested and 5 not in tested
+    assert later.loc[later["claim"] == 5, "threshold"].str.contains("both particle sizes for 2 lattice").all()
+
+
 def test_partial_results_of_a_running_study_do_not_break_the_claims():
     rng = np.random.default_rng(5)
     runs, evals = fake_results(DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a], lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b],

@@ -51,6 +51,7 @@ THRESHOLDS = {
     "equal_loss": 0.05,  # two losses whose relative difference is below this are "about as good"
     "ood_share": 0.05,  # "can make out-of-distribution behaviour worse": in at least this share of cases
     "level": 0.95,  # width of the bootstrap intervals
+    "min_lattices": 3,  # structure claims need pretrained models of at least this many lattices
 }
 
 
@@ -619,6 +620,23 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     pre = model_cells(runs, evaluations, "pretrain")
     post = model_cells(runs, evaluations, "transfer")
     small_pre, small_post = _small(pre), _small(post)
+    # A running study fills the matrices one pretrained model at a time: speak about
+    # lattices only once enough of them have rows.
+    sources = {split_domain(d) for d in pre["pretrain_domain"].unique()}
+    small = sorted(lat for lat, size in sources if size == "small")
+    paired = sorted(lat for lat in small if (lat, "large") in sources)  # both sizes pretrained
+    need = T["min_lattices"]
+    if len(small) < need:  # then also len(paired) < need: nothing to say yet
+        why = (f"small-particle models of {len(small)} lattice(s) so far ({', '.join(small) or 'none'}); "
+               f"needs at least {need}")
+        return [_untested(c, "", "structure", text, why) for c, text in (
+            (3, "structure classes after pretraining"), (4, "target versus pretraining lattice after TL"),
+            (5, "effect of particle size"))]
+    sizes_tested = len(paired) >= need
+    if not sizes_tested:
+        rows.append(_untested(5, "", "structure", "effect of particle size",
+                              f"models of both particle sizes for {len(paired)} lattice(s) so far "
+                              f"({', '.join(paired)}); needs at least {need}"))
     domains = sorted(set(small_pre["pretrain_domain"]))
     classes = space_groups(domains)
     pairs = lighter_pairs(classes, mean_atomic_number(domains))
@@ -641,6 +659,8 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
                          T["most_share"], st, "target"))
         rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
                          0.0, st, "margin"))
+        if not sizes_tested:
+            continue
 
         def gaps(f, m=m):
             return size_gaps(f[f["stage"] == "pretrain"], f[f["stage"] == "transfer"], m, m)
