@@ -190,7 +190,9 @@ def interval_text(row) -> str:
     pctish = row["metric"] == "time" or "share" in row["test"] or "fraction" in row["test"]
     f = pct if pctish else fmt
     text = f"{f(row['estimate'])} [{f(row['lo'])}, {f(row['hi'])}]"
-    if row["units"] == 1:
+    if row.get("method") == "jackknife":
+        text += f" (leaving out one of {int(row['units'])} lattices at a time)"
+    elif row["units"] == 1:
         text += " (one model per group: no spread)"
     if row["seeds"] > 1:
         text += f"; seeds {f(row['seed_min'])} to {f(row['seed_max'])}"

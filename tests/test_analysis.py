@@ -143,6 +143,22 @@ def test_interval_and_summary_of_constant_data_collapse():
     assert st.loc["value", "seeds"] == 1 and st.loc["value", "units"] == 1
 
 
+def test_jackknife_of_a_mean_is_the_t_interval():
+    """Leaving out one lattice at a time, the interval of a mean is mean ± t * s / sqrt(k)."""
+    from scipy import stats
+
+    values = {"Cu": 0.2, "Ag": 0.5, "Si": 0.3, "C": 0.9, "Fe": 0.4}
+    cells = pd.DataFrame({"lattice": list(values), "model": list(values), "seed": 0, "loss": list(values.values())})
+    st = A.summarise(cells, lambda f: float(f["loss"].mean()), leave_out="lattice")
+    x = np.array(list(values.values()))
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    row = st.loc["value"]
+    assert row["estimate"] == pytest.approx(x.mean())
+    assert (row["lo"], row["hi"]) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert row["units"] == 5 and row["method"] == "jackknife"
+    assert np.isnan(A.jackknife_interval(0.5, [0.4])).all()  # one value left out: no interval
+
+
 @pytest.mark.parametrize("lo,hi,thr,above,expected", [
     (0.3, 0.5, 0.25, True, A.HOLDS), (0.1, 0.2, 0.25, True, A.FAILS), (0.2, 0.3, 0.25, True, A.PARTLY),
     (0.01, 0.05, 0.1, False, A.HOLDS), (0.2, 0.3, 0.1, False, A.FAILS), (np.nan, 1, 0, True, A.UNTESTED),
@@ -294,7 +310,7 @@ def test_structure_claims_on_a_small_hand_made_series():
         return loss + (0.05 if (sa, sd) == ("small", "large") else 0)
 
     def post(a, b, f, s):
-        return 0.1 + 0.02 * lattices.index(A.split_domain(b)[0]) + 0.001 * lattices.index(A.split_domain(a)[0])
+        return 0.1 + 0.005 * lattices.index(A.split_domain(b)[0]) + 0.0002 * lattices.index(A.split_domain(a)[0])
 
     pairs = [(a, b) for a in domains for b in domains if a != b and
              (A.split_domain(a)[1] == A.split_domain(b)[1] == "small" or A.split_domain(a)[0] == A.split_domain(b)[0])]

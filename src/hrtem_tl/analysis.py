@@ -20,7 +20,9 @@ Conventions
   empty diagonal of a transfer matrix) they are type-II shares and may not.
 * Uncertainty comes from re-sampling models with replacement inside their groups
   (:func:`bootstrap`) and from repeating a statistic seed by seed
-  (:func:`per_seed`).
+  (:func:`per_seed`). Claims about lattices (structure series) instead leave out one
+  pretraining lattice at a time (:func:`jackknife`): the question there is whether a
+  finding generalises across lattices, and one seed gives one model per lattice.
 * Verdicts (:func:`verdict`) compare a bootstrap interval with a threshold stated
   in :data:`THRESHOLDS`; the pages print the thresholds beside the verdicts.
 """
@@ -215,6 +217,32 @@ def bootstrap(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | d
     return pd.DataFrame(values)
 
 
+def jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], block: str) -> pd.DataFrame:
+    """``statistic`` recomputed with the rows of one value of ``block`` left out, for each
+    value in turn; one row per value left out (index: that value)."""
+    rows = {}
+    labels = cells[block].to_numpy()
+    for value in sorted(set(labels)):
+        stat = statistic(cells[labels != value])
+        rows[value] = stat if isinstance(stat, dict) else {"value": stat}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def jackknife_interval(estimate: float, values, level: float = THRESHOLDS["level"]) -> tuple[float, float]:
+    """Interval ``estimate`` ± t * jackknife standard error of the leave-one-out ``values``,
+    with Student's t for one fewer degrees of freedom than values (NaN ignored; needs two)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2 or np.isnan(estimate):
+        return (np.nan, np.nan)
+    k = len(values)
+    se = float(np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2)))
+    q = float(t.ppf(0.5 + level / 2, k - 1))
+    return estimate - q * se, estimate + q * se
+
+
 def interval(values, level: float = THRESHOLDS["level"]) -> tuple[float, float]:
     """Central ``level`` percentile interval of ``values`` (NaN ignored)."""
     values = np.asarray(values, float)
@@ -236,26 +264,39 @@ def per_seed(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | di
 
 
 def summarise(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
-              groups: Iterable[str] = ("pretrain_domain",), n: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Estimate, bootstrap interval and per-seed range of each output of ``statistic``.
+              groups: Iterable[str] = ("pretrain_domain",), n: int = 500, seed: int = 0,
+              leave_out: str | None = None) -> pd.DataFrame:
+    """Estimate, interval and per-seed range of each output of ``statistic``.
 
-    Returns one row per output with ``estimate``, ``lo``, ``hi`` (bootstrap interval of
-    width ``THRESHOLDS['level']``), ``seed_min``, ``seed_max``, ``seeds`` and ``units``
-    (the fewest models in any re-sampling group: with 1 the interval says nothing).
+    The interval (width ``THRESHOLDS['level']``) comes from :func:`bootstrap` over models
+    in ``groups``, or, with ``leave_out`` (a column, such as the pretraining lattice), from
+    :func:`jackknife` over that column's values. Returns one row per output with
+    ``estimate``, ``lo``, ``hi``, ``seed_min``, ``seed_max``, ``seeds``, ``units`` (the
+    fewest models in any re-sampling group, with 1 the interval says nothing; or the
+    number of values left out in turn) and ``method``.
     """
     groups = list(groups)
-    units = int(cells.groupby(groups)["model"].nunique().min()) if groups and len(cells) else cells["model"].nunique()
     est = statistic(cells)
     est = est if isinstance(est, dict) else {"value": est}
-    boot = bootstrap(cells, statistic, groups=groups, n=n, seed=seed)
+    if leave_out is not None:
+        units, method = int(cells[leave_out].nunique()), "jackknife"
+        jack = jackknife(cells, statistic, leave_out)
+        spans = {key: jackknife_interval(float(value), jack[key]) if key in jack else (np.nan, np.nan)
+                 for key, value in est.items()}
+    else:
+        units = (int(cells.groupby(groups)["model"].nunique().min()) if groups and len(cells)
+                 else cells["model"].nunique())
+        method = "bootstrap"
+        boot = bootstrap(cells, statistic, groups=groups, n=n, seed=seed)
+        spans = {key: interval(boot[key]) if key in boot else (np.nan, np.nan) for key in est}
     seeds = per_seed(cells, statistic)
     rows = {}
     for key, value in est.items():
-        lo, hi = interval(boot[key]) if key in boot else (np.nan, np.nan)
+        lo, hi = spans[key]
         col = seeds[key] if key in seeds else pd.Series(dtype=float)
         rows[key] = {"estimate": float(value), "lo": lo, "hi": hi, "seed_min": float(col.min()) if len(col) else np.nan,
                      "seed_max": float(col.max()) if len(col) else np.nan, "seeds": int(col.notna().sum()),
-                     "units": units}
+                     "units": units, "method": method}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -569,13 +610,14 @@ def _row(claim, part, series, metric, text, threshold, stats, key, above=True, k
         shown = f"{'>' if above else '<'} {threshold:g}"
     return {"claim": claim, "part": part, "series": series, "metric": metric, "test": text,
             "estimate": s["estimate"], "lo": s["lo"], "hi": s["hi"], "seed_min": s["seed_min"],
-            "seed_max": s["seed_max"], "seeds": s["seeds"], "units": s["units"], "threshold": shown, "verdict": v}
+            "seed_max": s["seed_max"], "seeds": s["seeds"], "units": s["units"], "method": s["method"],
+            "threshold": shown, "verdict": v}
 
 
 def _untested(claim, part, series, text, why):
     return {"claim": claim, "part": part, "series": series, "metric": "", "test": text, "estimate": np.nan,
-            "lo": np.nan, "hi": np.nan, "seed_min": np.nan, "seed_max": np.nan, "seeds": 0, "units": 0, "threshold": why,
-            "verdict": UNTESTED}
+            "lo": np.nan, "hi": np.nan, "seed_min": np.nan, "seed_max": np.nan, "seeds": 0, "units": 0, "method": "",
+            "threshold": why, "verdict": UNTESTED}
 
 
 def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500) -> list[dict]:
@@ -617,8 +659,9 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     """Rows of claims 3, 4 and 5 from the structure series (one profile)."""
     T = THRESHOLDS
     rows = []
-    pre = model_cells(runs, evaluations, "pretrain")
-    post = model_cells(runs, evaluations, "transfer")
+    # Intervals leave out one pretraining lattice (with both its sizes) at a time.
+    pre, post = (model_cells(runs, evaluations, stage).assign(lattice=lambda f: [
+        split_domain(d)[0] for d in f["pretrain_domain"]]) for stage in ("pretrain", "transfer"))
     small_pre, small_post = _small(pre), _small(post)
     # A running study fills the matrices one pretrained model at a time: speak about
     # lattices only once enough of them have rows.
@@ -644,7 +687,7 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     for m in metrics:
         st = summarise(small_pre, lambda f: {"class": class_contrast(f, m, m, classes),
                                              "light": lighter_advantage(f, m, m, pairs)["mean"]},
-                       groups=("pretrain_domain",), n=n)
+                       leave_out="lattice")
         rows.append(_row(3, "a", "structure", m, "same-class minus other-class performance after pretraining "
                          "(small particles)", 0.0, st, "class"))
         rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a class, "
@@ -654,7 +697,7 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
             shares = variance_shares(f, m, exclude_diagonal=True)
             return {"target": shares["col"], "margin": shares["col"] - shares["row"]}
 
-        st = summarise(small_post, after, groups=("pretrain_domain", "eval_domain"), n=n)
+        st = summarise(small_post, after, leave_out="lattice")
         rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
                          T["most_share"], st, "target"))
         rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
@@ -665,7 +708,7 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
         def gaps(f, m=m):
             return size_gaps(f[f["stage"] == "pretrain"], f[f["stage"] == "transfer"], m, m)
 
-        st = summarise(both, gaps, groups=("stage", "pretrain_domain"), n=n)
+        st = summarise(both, gaps, leave_out="lattice")
         rows.append(_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles",
                          0.0, st, "small_on_large"))
         rows.append(_row(5, "b", "structure", m, "fraction of the size gap left after TL", T["removed"], st, "left",
@@ -736,7 +779,8 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     ``noise`` and ``structure`` are (runs, evaluations) of one profile each, or ``None``
     when that series has no results (its claims are then ``not yet tested``). Columns:
     ``claim, part, series, metric, test, estimate, lo, hi, seed_min, seed_max, seeds,
-    units, threshold, verdict``.
+    units, method, threshold, verdict`` (``method``: bootstrap over models or jackknife
+    over pretraining lattices, see :func:`summarise`).
     """
     rows = []
     if noise is None or noise[0].empty:
