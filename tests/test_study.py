@@ -44,6 +44,18 @@ def test_grid_sizes(tiny_profile):
                                                            "defocus|df0>df-5|encoder|s0"]
 
 
+def test_structure_plan_runs_the_size_transfers_first_then_model_by_model():
+    from hrtem_tl.config import load_profile
+
+    specs = plan(Series("structure", load_profile("cpu")))
+    same_lattice = [s.pretrain_domain.split("_")[0] == s.target_domain.split("_")[0] for s in specs]
+    early = 18 * len(FREEZING)  # small-to-large and large-to-small of 9 lattices
+    assert all(same_lattice[:early]) and not any(same_lattice[early:])
+    rest = [s.pretrain_domain for s in specs[early:]]
+    assert rest == sorted(rest, key=rest.index)  # each model's runs are contiguous
+    assert len(set(rest)) == 9 and len(rest) == 9 * 8 * len(FREEZING)
+
+
 def test_reduced_structure_pairs():
     from hrtem_tl.config import load_profile
 

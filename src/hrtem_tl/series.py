@@ -121,6 +121,18 @@ class Series:
             return [n for n in names if int(n[2:]) in DEFOCUS_PRETRAIN]
         return names
 
+    def early_pairs(self) -> list[tuple[str, str]]:
+        """Transfer pairs a sweep runs before the rest of its grid.
+
+        Structure series: the transfers between the two particle sizes of each lattice.
+        They need every pretrained model, so the whole after-pretraining matrix and the
+        size comparison exist after a small share of the sweep's time. Other series: none.
+        """
+        if self.name != "structure":
+            return []
+        formula = {d.name: d.scene_set.formula for d in self.domains}
+        return [(a, b) for a, b in self.transfer_pairs() if formula[a] == formula[b]]
+
     def transfer_eval_domains(self, pretrain_domain: str, target_domain: str) -> list[str]:
         """Domains a transferred model is evaluated on.
 

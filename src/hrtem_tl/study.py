@@ -1,9 +1,9 @@
 """Study sweeps: expand a series' grid, run it locally or on Dask, store every result.
 
-A sweep simulates what is missing, then works through the grid one pretrained model
-at a time: it trains (or finds) the model, then runs every transfer that starts from
-it. With several workers the next models train while earlier transfers run. Each
-finished run is appended to the parquet store at once by the coordinating process, so
+A sweep simulates what is missing, then works through the grid (:func:`plan`) one
+pretrained model at a time: it trains (or finds) the model, then runs the transfers
+that start from it. With several workers the next models train while earlier
+transfers run. Each finished run is appended to the parquet store at once by the coordinating process, so
 a sweep killed at any moment and started again resumes where it stopped and stores
 every run once.
 """
@@ -28,20 +28,24 @@ EXECUTORS = ("local", "dask")
 
 
 def plan(series: Series, freezing: tuple[str, ...] = FREEZING) -> list[RunSpec]:
-    """Every run of the grid: seed by seed, then pretrained model by pretrained model.
+    """Every run of the grid: seed by seed; first the series' early pairs
+    (:meth:`Series.early_pairs`), then the rest; each part pretrained model by model.
 
-    This order finishes all transfers from one pretrained model before the next, so a
-    sweep stopped part-way leaves complete matrix rows (every target and freezing mode),
-    and resuming it, even on a machine without the checkpoint cache, retrains only the
-    models that still have runs left.
+    Finishing all runs from one pretrained model before the next leaves complete matrix
+    rows when a sweep stops part-way, and a resume, even on a machine without the
+    checkpoint cache, retrains only the models that still have runs left.
     """
     pairs = series.transfer_pairs()
+    early = set(series.early_pairs())
+    sources = list(dict.fromkeys(a for a, _ in pairs))
+    parts = [[p for p in pairs if p in early], [p for p in pairs if p not in early]]
     return [
         RunSpec(series.name, a, b, f, seed)
         for seed in series.seeds
-        for source in dict.fromkeys(a for a, _ in pairs)
+        for part in parts
+        for source in sources
         for f in freezing
-        for a, b in pairs
+        for a, b in part
         if a == source
     ]
 
@@ -171,18 +175,23 @@ def run_study(
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
                desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress)
     start, finished = time.perf_counter(), 0
-    # The transfers of each pretrained model, in plan order; models start as workers free up.
-    groups: dict[tuple[int, str], list[RunSpec]] = {}
+    # Consecutive runs of the plan that share a pretrained model form a group; a group's
+    # transfers start once its model is trained (or found), and models start as workers
+    # free up.
+    groups: list[list[RunSpec]] = []
     for spec in todo:
-        groups.setdefault((spec.seed, spec.pretrain_domain), []).append(spec)
-    waiting = deque(groups)
-    running: dict = {}  # future -> (seed, domain) for a pretraining, RunSpec for a transfer
+        if not groups or spec.pretrain_id != groups[-1][0].pretrain_id:
+            groups.append([])
+        groups[-1].append(spec)
+    waiting = deque(range(len(groups)))
+    running: dict = {}  # future -> group index for a pretraining, RunSpec for a transfer
     pool = _Pool(executor, workers, scheduler)
 
     def start_pretraining() -> None:
-        seed, domain = waiting.popleft()
-        running[pool.submit(pretrain_job, profile, series.name, domain, seed, *roots)] = (seed, domain)
-        bar.set_postfix_str(f"pretraining {domain} (seed {seed}), {len(waiting)} models after it")
+        group = waiting.popleft()
+        first = groups[group][0]
+        running[pool.submit(pretrain_job, profile, series.name, first.pretrain_domain, first.seed, *roots)] = group
+        bar.set_postfix_str(f"model {first.pretrain_domain} (seed {first.seed}), {len(waiting)} groups after it")
 
     try:
         for _ in range(min(workers, len(waiting))):
@@ -191,7 +200,7 @@ def run_study(
             future = pool.next_done(running)
             task = running.pop(future)
             result = future.result()
-            if isinstance(task, tuple):  # a pretrained model is ready: its transfers go next
+            if isinstance(task, int):  # a pretrained model is ready: its transfers go next
                 for spec in groups[task]:
                     running[pool.submit(transfer_job, profile, spec, *roots)] = spec
                 if waiting:
