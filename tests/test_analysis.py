@@ -329,8 +329,9 @@ def test_structure_claims_wait_for_enough_lattices():
     """A running structure study speaks about lattices only once enough have pretrained models."""
     domains = [f"{lat}_{size}" for lat in ("Cu", "Ag", "C", "Si") for size in ("small", "large")]
 
-    def sources_table(sources):
-        pairs = [(a, b) for a in sources for b in domains if a != b]
+    def sources_table(sources, same_lattice_only=False):
+        pairs = [(a, b) for a in sources for b in domains if a != b
+                 and (not same_lattice_only or A.split_domain(a)[0] == A.split_domain(b)[0])]
         return fake_results(domains, lambda a, d, s: 0.2 + 0.1 * (a != d), lambda a, b, f, s: 0.15, pairs=pairs,
                             series="structure", seeds=(0,), noise=0.01, rng=np.random.default_rng(2))
 
@@ -343,6 +344,11 @@ def test_structure_claims_wait_for_enough_lattices():
     tested = set(later.loc[later["verdict"] != A.UNTESTED, "claim"])
     assert {3, 4} <= tested and 5 not in tested
     assert later.loc[later["claim"] == 5, "threshold"].str.contains("both particle sizes for 2 lattice").all()
+    # the structure sweep's first part: every model, but only transfers between the sizes of a lattice
+    sizes_first = A.assess_claims(None, sources_table(domains[:6], same_lattice_only=True), n=10)
+    tested = set(sizes_first.loc[sizes_first["verdict"] != A.UNTESTED, "claim"])
+    assert {3, 5} <= tested and 4 not in tested
+    assert sizes_first.loc[sizes_first["claim"] == 4, "threshold"].str.contains("from 0 pretraining lattice").all()
 
 
 def test_partial_results_of_a_running_study_do_not_break_the_claims():

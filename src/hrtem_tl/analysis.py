@@ -675,7 +675,12 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
         return [_untested(c, "", "structure", text, why) for c, text in (
             (3, "structure classes after pretraining"), (4, "target versus pretraining lattice after TL"),
             (5, "effect of particle size"))]
-    sizes_tested = len(paired) >= need
+    transferred = sorted({split_domain(d)[0] for d in small_post["pretrain_domain"].unique()})
+    targets_tested, sizes_tested = len(transferred) >= need, len(paired) >= need
+    if not targets_tested:
+        rows.append(_untested(4, "", "structure", "target versus pretraining lattice after TL",
+                              f"transfers between small-particle lattices from {len(transferred)} pretraining "
+                              f"lattice(s) so far ({', '.join(transferred) or 'none'}); needs at least {need}"))
     if not sizes_tested:
         rows.append(_untested(5, "", "structure", "effect of particle size",
                               f"models of both particle sizes for {len(paired)} lattice(s) so far "
@@ -692,16 +697,16 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
                          "(small particles)", 0.0, st, "class"))
         rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a class, "
                          "on the other lattices", 0.0, st, "light"))
+        if targets_tested:
+            def after(f, m=m):
+                shares = variance_shares(f, m, exclude_diagonal=True)
+                return {"target": shares["col"], "margin": shares["col"] - shares["row"]}
 
-        def after(f, m=m):
-            shares = variance_shares(f, m, exclude_diagonal=True)
-            return {"target": shares["col"], "margin": shares["col"] - shares["row"]}
-
-        st = summarise(small_post, after, leave_out="lattice")
-        rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
-                         T["most_share"], st, "target"))
-        rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
-                         0.0, st, "margin"))
+            st = summarise(small_post, after, leave_out="lattice")
+            rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
+                             T["most_share"], st, "target"))
+            rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
+                             0.0, st, "margin"))
         if not sizes_tested:
             continue
 
@@ -715,7 +720,7 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
                          above=False))
         rows.append(_row(5, "c", "structure", m, "size gap relative to the gap between lattices", T["little"], st,
                          "ratio", above=False))
-    return rows
+    return sorted(rows, key=lambda r: r["claim"])
 
 
 def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"),
