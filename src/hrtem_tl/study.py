@@ -211,7 +211,8 @@ def run_study(
             bar.update()
             left = len(todo) - finished
             rate = (time.perf_counter() - start) / finished
-            bar.set_postfix_str(f"{left} left, ~{left * rate / 60:.0f} min")
+            busy = min(workers, len(running))
+            bar.set_postfix_str(f"{busy} running, {left} left, ~{left * rate / 60:.0f} min")
     finally:
         pool.close()
         bar.close()
