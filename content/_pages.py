@@ -27,6 +27,7 @@ BOOTSTRAP = int(os.environ.get("HRTEM_TL_BOOTSTRAP", "400"))  # replicates; same
 COMMANDS = {
     "noise": "hrtem-tl study noise --profile cpu",
     "structure": "hrtem-tl study structure --profile cpu",
+    "tlsize": "hrtem-tl study tlsize --profile cpu",
 }
 PROFILE_MEANING = {
     "smoke": "a plumbing test on tiny, barely trained models whose numbers mean nothing",
@@ -150,11 +151,13 @@ def scale_sentence(data: SeriesData) -> str:
     planned = planned_runs(data.name, data.profile)
     seeds = sorted(r["seed"].unique())
     note = PROFILE_MEANING.get(data.profile, "a custom scale")
+    sizes = [fmt(int(n)) for n in sorted(r["transfer_images"].unique())]
+    transfer = sizes[0] if len(sizes) == 1 else ", ".join(sizes[:-1]) + f" or {sizes[-1]}"
     done = (f"all {fmt(planned)} runs of its grid" if len(r) >= planned
             else f"{fmt(len(r))} of the {fmt(planned)} runs of its grid (the study was still running)")
     return (f"<p>The <strong>{data.name}</strong> numbers on this page come from the <code>{data.profile}</code> profile "
             f"({note}): {done}, seed(s) {', '.join(map(str, seeds))}; {fmt(int(first['pretrain_images']))} "
-            f"pretraining and {fmt(int(first['transfer_images']))} transfer images per domain, "
+            f"pretraining and {transfer} transfer images per domain, "
             f"{fmt(int(first['val_images']))} validation images, training on random {fmt(int(first['crop']))} px crops, "
             f"{fmt(int(first['pretrain_epochs']))} pretraining epochs of {fmt(int(first['pretrain_steps']))} mini-batches "
             f"and {fmt(int(first['transfer_epochs']))} transfer epochs of {fmt(int(first['transfer_steps']))}, "
@@ -178,9 +181,11 @@ def show(*parts: str) -> None:
 # --------------------------------------------------------------------------- claims
 
 
-def assess(noise: SeriesData, structure: SeriesData) -> pd.DataFrame:
-    """The claim table of :func:`hrtem_tl.analysis.assess_claims` (same settings on every page)."""
-    return A.assess_claims(noise.pair, structure.pair, n=BOOTSTRAP, metrics=("loss", "dice"))
+def assess(noise: SeriesData, structure: SeriesData, tlsize: SeriesData | None = None) -> pd.DataFrame:
+    """The claim table of :func:`hrtem_tl.analysis.assess_claims` (same settings on every page);
+    the tlsize series is loaded here unless given."""
+    tlsize = tlsize if tlsize is not None else load("tlsize")
+    return A.assess_claims(noise.pair, structure.pair, n=BOOTSTRAP, metrics=("loss", "dice"), tlsize=tlsize.pair)
 
 
 def interval_text(row) -> str:
@@ -366,4 +371,35 @@ def curves_figure(datasets: list[SeriesData]):
     fig.update_yaxes(title_text="validation loss (cross-entropy on logits)", row=1, col=1)
     fig.update_layout(height=420, template="plotly_white", margin={"l": 60, "r": 10, "t": 40, "b": 50},
                       legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def size_cells(data: SeriesData) -> pd.DataFrame:
+    """After-TL target metrics of a series' full fine-tuning runs, with their transfer-set size."""
+    post = A.model_cells(data.runs, data.evaluations, "transfer", freezing=("none",))
+    return post.merge(data.runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
+
+
+def size_figure(data: SeriesData):
+    """After-TL loss and Dice on the target against the transfer-set size (one box per size)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not data.ok:
+        return None
+    cells = size_cells(data)
+    sizes = sorted(cells["transfer_images"].unique())
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss on the target (lower is better)",
+                                                        "Dice on the target (higher is better)"),
+                        horizontal_spacing=0.12)
+    for col, metric in ((1, "loss"), (2, "dice")):
+        for n in sizes:
+            part = cells[cells["transfer_images"] == n]
+            fig.add_trace(go.Box(y=part[metric], name=str(n), boxpoints="all", jitter=0.4, pointpos=0,
+                                 marker={"size": 4, "color": "#1f77b4"}, line={"color": "#1f77b4"},
+                                 customdata=part[["pretrain_domain", "target_domain"]],
+                                 hovertemplate="%{customdata[0]} → %{customdata[1]}: %{y:.3f}<extra></extra>",
+                                 showlegend=False), row=1, col=col)
+    fig.update_xaxes(title_text="transfer-set size (images)", type="category")
+    fig.update_layout(height=400, template="plotly_white", margin={"l": 50, "r": 10, "t": 40, "b": 50})
     return fig

@@ -351,6 +351,30 @@ def test_structure_claims_wait_for_enough_lattices():
     assert sizes_first.loc[sizes_first["claim"] == 4, "threshold"].str.contains("from 0 pretraining lattice").all()
 
 
+def _sized_results(sizes, rng):
+    """Fake tlsize results: the loss and its spread between models shrink as the set grows."""
+    runs, evals = [], []
+    for n in sizes:
+        r, e = fake_results(DOSES, lambda a, d, s: 0.3, lambda a, b, f, s, n=n: 0.1 + 1 / n + rng.normal(0, 2 / n**2),
+                            freezing=("none",), seeds=(0,), series="tlsize", rng=rng)
+        runs.append(r.assign(transfer_images=n, run_id=r["run_id"] + f"|n{n}"))
+        evals.append(e.assign(run_id=e["run_id"] + f"|n{n}"))
+    return pd.concat(runs, ignore_index=True), pd.concat(evals, ignore_index=True)
+
+
+def test_transfer_size_claim_comes_from_the_tlsize_series():
+    rng = np.random.default_rng(3)
+    table = A.assess_claims(None, None, n=40, tlsize=_sized_results((8, 16, 32, 64), rng))
+    v = table.set_index(["claim", "part", "metric"])["verdict"]
+    assert v[(6, "a", "loss")] == A.HOLDS and v[(6, "a", "dice")] == A.HOLDS  # more data, better models
+    assert v[(6, "f", "loss")] == A.HOLDS  # and less spread between them
+    early = A.assess_claims(None, None, n=10, tlsize=_sized_results((8, 16), rng))
+    row = early[early["claim"] == 6].iloc[0]
+    assert row["verdict"] == A.UNTESTED and "2 transfer-set size(s) so far" in row["threshold"]
+    none = A.assess_claims(None, None, n=10)
+    assert none.loc[none["claim"] == 6, "threshold"].tolist() == ["no tlsize results yet"]
+
+
 def test_partial_results_of_a_running_study_do_not_break_the_claims():
     rng = np.random.default_rng(5)
     runs, evals = fake_results(DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a], lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b],

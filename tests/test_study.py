@@ -102,6 +102,8 @@ def test_bad_study_settings_are_named():
         StudySettings(structure_transfer_eval="some")
     with pytest.raises(ValueError, match="structure_pairs"):
         StudySettings(structure_pairs="half")
+    with pytest.raises(ValueError, match="tlsize_sizes must be positive"):
+        StudySettings(tlsize_sizes=(8, 0))
 
 
 @pytest.mark.parametrize(
@@ -111,17 +113,39 @@ def test_bad_study_settings_are_named():
         ("dose30", "df0", "none", "unknown domain 'dose30'"),
         ("df0", "df0", "none", "equals the pretraining domain"),
         ("df-5", "df0", "everything", "unknown freezing mode 'everything'"),
+        ("df-5", "df0", 3, "a transfer set of 3 images is impossible: domain 'df0' has 2 training images"),
     ],
 )
 def test_check_spec_errors(tiny_series, pretrain, target, freezing, match):
+    size = freezing if isinstance(freezing, int) else None  # the last case asks for too many images
     with pytest.raises(ValueError, match=match):
-        E.check_spec(tiny_series, E.RunSpec("defocus", pretrain, target, freezing, 0))
+        E.check_spec(tiny_series, E.RunSpec("defocus", pretrain, target, "none" if size else freezing, 0, size))
 
 
 def test_run_ids():
     spec = E.RunSpec("noise", "dose30", "dose600", "encoder", 2)
     assert spec.run_id == "noise|dose30>dose600|encoder|s2"
     assert spec.pretrain_id == "noise|dose30|s2"
+    sized = E.RunSpec("tlsize", "dose30", "dose600", "none", 0, 16)
+    assert sized.run_id == "tlsize|dose30>dose600|none|s0|n16" and sized.pretrain_id == "tlsize|dose30|s0"
+
+
+def test_tlsize_grid_varies_the_transfer_set_size_with_full_fine_tuning():
+    from hrtem_tl.config import load_profile
+
+    series = Series("tlsize", load_profile("cpu"))
+    specs = plan(series)
+    assert len(specs) == 20 * len(series.transfer_sizes) * len(series.seeds)
+    assert {s.freezing for s in specs} == {"none"} and {s.transfer_images for s in specs} == {8, 16, 32, 64}
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert [d.name for d in series.domains] == [d.name for d in Series("noise", load_profile("cpu")).domains]
+    assert {s.transfer_images for s in plan(Series("noise", load_profile("cpu")))} == {None}
+
+
+def test_run_transfer_uses_the_run_transfer_set_size(tiny_data, tiny_profile, tmp_path):
+    spec = E.RunSpec("defocus", "df-5", "df0", "none", 0, 1)
+    rec = E.run_transfer(tiny_profile, spec, data_root=tiny_data, checkpoints=tmp_path, precision=FP32)
+    assert rec.run["run_id"] == spec.run_id and rec.run["transfer_images"] == 1
 
 
 # -- one run ------------------------------------------------------------------------------------

@@ -367,6 +367,22 @@ def trend(cells: pd.DataFrame, value: str, metric: str, numeric: dict[str, float
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def spread_trend(cells: pd.DataFrame, value: str, numeric: dict[str, float], by: str = "size",
+                 within: str = "target_domain") -> float:
+    """Spearman correlation of the spread of ``value`` per ``by`` group with its number
+    (negative: the spread shrinks as the number grows). The spread of a group is the
+    standard deviation over its models inside each ``within`` group, averaged."""
+    sd = cells.groupby([by, within])[value].std().groupby(level=0).mean().dropna()
+    keep = [k for k in sd.index if k in numeric]
+    if len(keep) < 3:
+        return np.nan
+    x = pd.Series([numeric[k] for k in keep]).rank().to_numpy()
+    y = sd[keep].rank().to_numpy()
+    if x.std() == 0 or y.std() == 0:
+        return np.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def class_contrast(cells: pd.DataFrame, value: str, metric: str, classes: dict[str, object],
                    row: str = "pretrain_domain", col: str = "eval_domain") -> float:
     """Mean goodness of off-diagonal cells whose two domains share a class, minus that of
@@ -725,20 +741,8 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
 def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"),
                     n: int = 500) -> list[dict]:
-    """Rows of claim 6 from one series (one profile)."""
+    """Rows of claim 6 about freezing and out-of-distribution change from one series (one profile)."""
     rows = []
-    if runs["transfer_images"].nunique() > 1:
-        post = model_cells(runs, evaluations, "transfer").merge(runs[["run_id", "transfer_images"]],
-                                                                left_on="model", right_on="run_id")
-        sizes = {str(k): float(k) for k in post["transfer_images"].unique()}
-        post = post.assign(size=post["transfer_images"].astype(str))
-        for m in metrics:
-            st = summarise(post, lambda f, m=m: trend(f, m, m, sizes, by="size"), groups=("size",), n=n)
-            rows.append(_row(6, "a", series, m, "rank correlation of after-TL performance with the transfer-set size",
-                             THRESHOLDS["monotonic"], st, "value"))
-    else:
-        rows.append(_untested(6, "a", series, "effect of the transfer-set size",
-                              "the transfer-set size is not varied in this series"))
     modes = set(runs["freezing"])
     for m in metrics:
         pairs = paired_freezing(runs, evaluations, m).assign(model=lambda f: f["pair"])
@@ -776,13 +780,37 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame, 
     return rows
 
 
+def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500,
+                         series: str = "tlsize") -> list[dict]:
+    """Rows of claim 6 about the transfer-set size (parts a and f), from a series that varies
+    it (full fine-tuning runs only); models are resampled within each size."""
+    post = model_cells(runs, evaluations, "transfer", freezing=("none",)).merge(
+        runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
+    if post["transfer_images"].nunique() < 3:
+        return [_untested(6, "a", series, "effect of the transfer-set size",
+                          f"{post['transfer_images'].nunique()} transfer-set size(s) so far; needs at least 3")]
+    sizes = {str(k): float(k) for k in post["transfer_images"].unique()}
+    post = post.assign(size=post["transfer_images"].astype(str))
+    rows = []
+    for m in metrics:
+        st = summarise(post, lambda f, m=m: {"level": trend(f, m, m, sizes, by="size"),
+                                             "spread": spread_trend(f, m, sizes)}, groups=("size",), n=n)
+        rows.append(_row(6, "a", series, m, "rank correlation of after-TL performance with the transfer-set size",
+                         THRESHOLDS["monotonic"], st, "level"))
+        rows.append(_row(6, "f", series, m, "rank correlation of the spread between models with the transfer-set "
+                         "size", -THRESHOLDS["monotonic"], st, "spread", above=False))
+    return rows
+
+
 def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
                   structure: tuple[pd.DataFrame, pd.DataFrame] | None,
-                  metrics=("loss", "dice"), n: int = 500) -> pd.DataFrame:
+                  metrics=("loss", "dice"), n: int = 500,
+                  tlsize: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Every tested part of the six claims, one row per part, series and metric.
 
-    ``noise`` and ``structure`` are (runs, evaluations) of one profile each, or ``None``
-    when that series has no results (its claims are then ``not yet tested``). Columns:
+    ``noise``, ``structure`` and ``tlsize`` are (runs, evaluations) of one profile each,
+    or ``None`` when that series has no results (its claims are then ``not yet
+    tested``); the transfer-set size part of claim 6 comes from ``tlsize``. Columns:
     ``claim, part, series, metric, test, estimate, lo, hi, seed_min, seed_max, seeds,
     units, method, threshold, verdict`` (``method``: bootstrap over models or jackknife
     over pretraining lattices, see :func:`summarise`).
@@ -797,11 +825,13 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
                  for c in (3, 4, 5)]
     else:
         rows += assess_structure(*structure, metrics=metrics, n=n)
+    if tlsize is None or tlsize[0].empty:
+        rows.append(_untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
+    else:
+        rows += assess_transfer_size(*tlsize, metrics=metrics, n=n)
     for name, data in (("noise", noise), ("structure", structure)):
         if data is not None and not data[0].empty:
             rows += assess_training(name, *data, metrics=metrics, n=n)
-    if not any(r["claim"] == 6 for r in rows):
-        rows.append(_untested(6, "", "", "needs results of the noise or structure series", "no results yet"))
     return pd.DataFrame(rows)
 
 

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--target", required=True, help="target domain, e.g. dose600")
     train.add_argument("--freeze", default="none", help=f"weight freezing: {', '.join(FREEZING)}")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--transfer-images", type=int, default=None,
+                       help="transfer-set size [images] (default: the profile's)")
     train.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     train.add_argument("--no-mixed-precision", action="store_true", help="train in fp32")
     train.add_argument("--json", action="store_true", help="print the records as JSON")
@@ -118,7 +120,7 @@ def _dispatch(args) -> int:
         from .experiment import RunSpec, check_spec, run_transfer
         from .train import Precision
 
-        spec = RunSpec(series.name, args.pretrain, args.target, args.freeze, args.seed)
+        spec = RunSpec(series.name, args.pretrain, args.target, args.freeze, args.seed, args.transfer_images)
         check_spec(series, spec)
         precision = Precision.choose(not args.no_mixed_precision)
         rec = run_transfer(series.profile, spec, data_root=args.data, checkpoints=args.checkpoints, precision=precision)

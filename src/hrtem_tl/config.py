@@ -86,8 +86,13 @@ class StudySettings:
     structure_seeds: tuple[int, ...] | None = None
     structure_transfer_eval: str = "all"  # "all" domains, or "related" (see Series.transfer_eval_domains)
     defocus_domains: tuple[str, ...] | None = None
+    tlsize_sizes: tuple[int, ...] | None = None  # transfer-set sizes [images] of the tlsize series
+    tlsize_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        if self.tlsize_sizes is not None and (not self.tlsize_sizes or any(
+                not isinstance(n, int) or n < 1 for n in self.tlsize_sizes)):
+            raise ValueError(f"tlsize_sizes must be positive whole numbers of images, got {list(self.tlsize_sizes)!r}")
         if self.structure_pairs not in ("all", "reduced"):
             raise ValueError(f"structure_pairs must be 'all' or 'reduced', got {self.structure_pairs!r}")
         if self.structure_transfer_eval not in ("all", "related"):

@@ -1,6 +1,7 @@
 """One study run: pretrain (cached), transfer-learn with freezing, evaluate everywhere.
 
-A run is keyed by (series, pretraining domain, target domain, freezing, seed). Its
+A run is keyed by (series, pretraining domain, target domain, freezing, seed, and the
+transfer-set size where a series varies it). Its
 pretrained model is shared by every run with the same series, pretraining domain
 and seed: it is trained once, saved as a checkpoint (with its evaluations on every
 domain) and reused.
@@ -36,10 +37,12 @@ class RunSpec:
     target_domain: str
     freezing: str
     seed: int
+    transfer_images: int | None = None  # None: the profile's transfer-set size
 
     @property
     def run_id(self) -> str:
-        return f"{self.series}|{self.pretrain_domain}>{self.target_domain}|{self.freezing}|s{self.seed}"
+        size = "" if self.transfer_images is None else f"|n{self.transfer_images}"
+        return f"{self.series}|{self.pretrain_domain}>{self.target_domain}|{self.freezing}|s{self.seed}{size}"
 
     @property
     def pretrain_id(self) -> str:
@@ -93,6 +96,10 @@ def check_spec(series: Series, spec: RunSpec) -> None:
         raise ValueError(f"target domain {spec.target_domain!r} equals the pretraining domain; choose another target")
     if spec.freezing not in FREEZE_MODES:
         raise ValueError(f"unknown freezing mode {spec.freezing!r}; choose one of {', '.join(FREEZE_MODES)}")
+    available = series.image_counts[0]
+    if spec.transfer_images is not None and not 1 <= spec.transfer_images <= available:
+        raise ValueError(f"a transfer set of {spec.transfer_images} images is impossible: domain "
+                         f"{spec.target_domain!r} has {available} training images at profile {series.profile.name}")
 
 
 def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFAULT_ROOT,
@@ -141,7 +148,8 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
     precision = precision or Precision.choose(t.mixed_precision)
     model, meta = pretrained(series, spec.pretrain_domain, spec.seed, data_root=data_root,
                              checkpoints=checkpoints, precision=precision)
-    train_set = domain_data(profile, series.name, spec.target_domain, "train", data_root, limit=t.transfer_images)
+    train_set = domain_data(profile, series.name, spec.target_domain, "train", data_root,
+                            limit=spec.transfer_images or t.transfer_images)
     result: StageResult = train_stage(
         model, train_set, domain_data(profile, series.name, spec.target_domain, "val", data_root),
         epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,

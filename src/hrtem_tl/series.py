@@ -1,8 +1,10 @@
-"""The study's three dataset series: their domains, scene sets and run grids.
+"""The study's dataset series: their domains, scene sets and run grids.
 
 A *scene set* is a family of atomic scenes (lattice and particle size); a *domain*
-is a scene set imaged under one condition (defocus [nm], dose [e-/Å²]). The noise
-and defocus series share the CdSe scene set, so they share simulations.
+is a scene set imaged under one condition (defocus [nm], dose [e-/Å²]). The noise,
+defocus and tlsize series share the CdSe scene set, so they share simulations. The
+tlsize series repeats the noise series' transfers with several transfer-set sizes
+(full fine-tuning only), to measure what more transfer data buys.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def _structure_domains() -> list[Domain]:
     ]
 
 
-SERIES_DOMAINS = {"noise": _noise_domains, "structure": _structure_domains, "defocus": _defocus_domains}
+SERIES_DOMAINS = {"noise": _noise_domains, "structure": _structure_domains, "defocus": _defocus_domains,
+                  "tlsize": _noise_domains}
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,21 @@ class Series:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        if self.name == "structure" and self.profile.study.structure_seeds is not None:
-            return self.profile.study.structure_seeds
-        return self.profile.training.seeds
+        chosen = {"structure": self.profile.study.structure_seeds, "tlsize": self.profile.study.tlsize_seeds}
+        return chosen.get(self.name) or self.profile.training.seeds
+
+    @property
+    def transfer_sizes(self) -> tuple[int | None, ...]:
+        """Transfer-set sizes of the grid; ``None`` is the profile's one size
+        (``training.transfer_images``), left out of run ids."""
+        if self.name == "tlsize":
+            return self.profile.study.tlsize_sizes or (self.profile.training.transfer_images,)
+        return (None,)
+
+    @property
+    def freezing_modes(self) -> tuple[str, ...]:
+        """Weight-freezing modes of the grid (the tlsize series fine-tunes every weight)."""
+        return ("none",) if self.name == "tlsize" else FREEZING
 
     @property
     def pretrain_domains(self) -> list[str]:

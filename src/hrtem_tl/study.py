@@ -27,24 +27,27 @@ from .series import FREEZING, Series
 EXECUTORS = ("local", "dask")
 
 
-def plan(series: Series, freezing: tuple[str, ...] = FREEZING) -> list[RunSpec]:
-    """Every run of the grid: seed by seed; first the series' early pairs
-    (:meth:`Series.early_pairs`), then the rest; each part pretrained model by model.
+def plan(series: Series, freezing: tuple[str, ...] | None = None) -> list[RunSpec]:
+    """Every run of the grid (``freezing`` defaults to the series' modes): seed by seed;
+    first the series' early pairs (:meth:`Series.early_pairs`), then the rest; each part
+    pretrained model by model, and for each model by freezing mode and transfer-set size.
 
     Finishing all runs from one pretrained model before the next leaves complete matrix
     rows when a sweep stops part-way, and a resume, even on a machine without the
     checkpoint cache, retrains only the models that still have runs left.
     """
+    freezing = series.freezing_modes if freezing is None else freezing
     pairs = series.transfer_pairs()
     early = set(series.early_pairs())
     sources = list(dict.fromkeys(a for a, _ in pairs))
     parts = [[p for p in pairs if p in early], [p for p in pairs if p not in early]]
     return [
-        RunSpec(series.name, a, b, f, seed)
+        RunSpec(series.name, a, b, f, seed, n)
         for seed in series.seeds
         for part in parts
         for source in sources
         for f in freezing
+        for n in series.transfer_sizes
         for a, b in part
         if a == source
     ]
@@ -148,7 +151,7 @@ def run_study(
     results_root: Path = DEFAULT_RESULTS,
     data_root: Path = DEFAULT_ROOT,
     checkpoints: Path = DEFAULT_CHECKPOINTS,
-    freezing: tuple[str, ...] = FREEZING,
+    freezing: tuple[str, ...] | None = None,
     limit: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -162,6 +165,7 @@ def run_study(
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    freezing = series.freezing_modes if freezing is None else freezing
     unknown = [f for f in freezing if f not in FREEZING]
     if unknown or not freezing:
         raise ValueError(f"unknown freezing mode(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
