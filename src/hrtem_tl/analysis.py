@@ -354,17 +354,22 @@ def _group_means(cells: pd.DataFrame, value: str, by: str) -> pd.Series:
     return pd.Series(means, index=labels).dropna()
 
 
-def trend(cells: pd.DataFrame, value: str, metric: str, numeric: dict[str, float], by: str = "eval_domain") -> float:
-    """Spearman correlation of the mean goodness per ``by`` domain with its number (e.g. dose)."""
-    means = goodness(_group_means(cells, value, by), metric)
-    keep = [d for d in means.index if d in numeric]
+def _rank_correlation(values: pd.Series, numeric: dict[str, float]) -> float:
+    """Spearman correlation of ``values`` with the numbers of their labels (NaN with fewer
+    than three labels or without spread)."""
+    keep = [k for k in values.index if k in numeric]
     if len(keep) < 3:
         return np.nan
-    x = pd.Series([numeric[d] for d in keep]).rank().to_numpy()
-    y = means[keep].rank().to_numpy()
+    x = pd.Series([numeric[k] for k in keep]).rank().to_numpy()
+    y = values[keep].rank().to_numpy()
     if x.std() == 0 or y.std() == 0:
         return np.nan
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def trend(cells: pd.DataFrame, value: str, metric: str, numeric: dict[str, float], by: str = "eval_domain") -> float:
+    """Spearman correlation of the mean goodness per ``by`` domain with its number (e.g. dose)."""
+    return _rank_correlation(goodness(_group_means(cells, value, by), metric), numeric)
 
 
 def spread_trend(cells: pd.DataFrame, value: str, numeric: dict[str, float], by: str = "size",
@@ -372,15 +377,7 @@ def spread_trend(cells: pd.DataFrame, value: str, numeric: dict[str, float], by:
     """Spearman correlation of the spread of ``value`` per ``by`` group with its number
     (negative: the spread shrinks as the number grows). The spread of a group is the
     standard deviation over its models inside each ``within`` group, averaged."""
-    sd = cells.groupby([by, within])[value].std().groupby(level=0).mean().dropna()
-    keep = [k for k in sd.index if k in numeric]
-    if len(keep) < 3:
-        return np.nan
-    x = pd.Series([numeric[k] for k in keep]).rank().to_numpy()
-    y = sd[keep].rank().to_numpy()
-    if x.std() == 0 or y.std() == 0:
-        return np.nan
-    return float(np.corrcoef(x, y)[0, 1])
+    return _rank_correlation(cells.groupby([by, within])[value].std().groupby(level=0).mean().dropna(), numeric)
 
 
 def class_contrast(cells: pd.DataFrame, value: str, metric: str, classes: dict[str, object],
