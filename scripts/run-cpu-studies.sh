@@ -9,8 +9,8 @@ for series in "${@:-noise structure tlsize}"; do
   for s in $series; do
     echo "$(date -Is) start $s" >> logs/study-cpu.log
     # Simulate what is missing, two scenes at a time, then run the grid with two
-    # one-thread workers: on 2 cores a cpu-profile transfer run takes about as long on
-    # one thread as on two, so two at once nearly double the runs per hour.
+    # one-thread workers: on a 2-core Xeon (AMX, bf16) a cpu-profile transfer run took
+    # about as long on one thread as on two, so two at once nearly double the runs per hour.
     nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 >> "logs/study-$s-cpu.log" 2>&1
     echo "$(date -Is) done $s" >> logs/study-cpu.log
   done
