@@ -376,8 +376,7 @@ def curves_figure(datasets: list[SeriesData]):
 
 def size_cells(data: SeriesData) -> pd.DataFrame:
     """After-TL target metrics of a series' full fine-tuning runs, with their transfer-set size."""
-    post = A.model_cells(data.runs, data.evaluations, "transfer", freezing=("none",))
-    return post.merge(data.runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
+    return A.size_cells(data.runs, data.evaluations)
 
 
 def size_figure(data: SeriesData):

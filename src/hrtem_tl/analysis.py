@@ -668,8 +668,8 @@ def _small(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
-def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500) -> list[dict]:
-    """Rows of claims 3, 4 and 5 from the structure series (one profile)."""
+def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
+    """Rows of claims 3, 4 and 5 from the structure series (one profile; jackknife intervals)."""
     T = THRESHOLDS
     rows = []
     # Intervals leave out one pretraining lattice (with both its sizes) at a time.
@@ -777,12 +777,18 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame, 
     return rows
 
 
+def size_cells(runs: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:
+    """:func:`model_cells` after transfer learning (full fine-tuning runs, on their target)
+    with each run's ``transfer_images``."""
+    return model_cells(runs, evaluations, "transfer", freezing=("none",)).merge(
+        runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
+
+
 def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500,
                          series: str = "tlsize") -> list[dict]:
     """Rows of claim 6 about the transfer-set size (parts a and f), from a series that varies
     it (full fine-tuning runs only); models are resampled within each size."""
-    post = model_cells(runs, evaluations, "transfer", freezing=("none",)).merge(
-        runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
+    post = size_cells(runs, evaluations)
     if post["transfer_images"].nunique() < 3:
         return [_untested(6, "a", series, "effect of the transfer-set size",
                           f"{post['transfer_images'].nunique()} transfer-set size(s) so far; needs at least 3")]
@@ -821,7 +827,7 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
         rows += [_untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
                  for c in (3, 4, 5)]
     else:
-        rows += assess_structure(*structure, metrics=metrics, n=n)
+        rows += assess_structure(*structure, metrics=metrics)
     if tlsize is None or tlsize[0].empty:
         rows.append(_untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
     else:

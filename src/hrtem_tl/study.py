@@ -3,9 +3,9 @@
 A sweep simulates what is missing, then works through the grid (:func:`plan`) one
 pretrained model at a time: it trains (or finds) the model, then runs the transfers
 that start from it. With several workers the next models train while earlier
-transfers run. Each finished run is appended to the parquet store at once by the coordinating process, so
-a sweep killed at any moment and started again resumes where it stopped and stores
-every run once.
+transfers run. Each finished run is appended to the parquet store at once by the
+coordinating process, so a sweep killed at any moment and started again resumes where
+it stopped and stores every run once.
 """
 
 from __future__ import annotations
