@@ -41,7 +41,7 @@ def synthetic_tables(seeds: int = 3, rng: np.random.Generator | None = None) -> 
     for column, kind in SCHEMA["runs"].items():
         if column not in runs:
             runs[column] = 0.0 if kind == "float64" else 0 if kind == "int64" else "x"
-    runs["series"], runs["profile"] = "structure", "paper"
+    runs["series"], runs["profile"], runs["kind"] = "structure", "paper", "transfer"
     n = len(runs)
     stages = np.repeat(np.array(["pretrain", "transfer"]), len(domains))
     ev = pd.DataFrame({
@@ -49,6 +49,7 @@ def synthetic_tables(seeds: int = 3, rng: np.random.Generator | None = None) -> 
         "profile": "paper",
         "stage": np.tile(stages, n),
         "eval_domain": np.tile(np.array(domains * 2), n),
+        "split": "test",
     })
     for m in METRICS:
         ev[m] = rng.uniform(0, 1, len(ev))

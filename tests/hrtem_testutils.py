@@ -27,7 +27,7 @@ TINY = {
         "slice_thickness": 4.0, "film_thickness": [10.0, 20.0], "max_particles": 2,
         "calibration_steps": [4.0, 1.0],
     },
-    "data": {"train_images": 2, "val_images": 1},
+    "data": {"train_images": 2, "val_images": 1, "test_images": 1},
     "training": {
         "crop": 32, "batch_size": 2, "pretrain_epochs": 1, "pretrain_steps": 1, "transfer_epochs": 1,
         "transfer_steps": 1, "transfer_images": 2, "lr_pretrain": 1e-3, "lr_transfer": 1e-4, "seeds": [0],
@@ -84,14 +84,15 @@ def synthetic_results(root: Path, series: str, seeds=(0, 1), profile: str = "cpu
                      "transfer_steps": 8, "batch_size": 16, "crop": 128, "best_epoch_pretrain": 3,
                      "best_epoch_transfer": 4, "params_total": 14322082, "params_trainable": 3151842,
                      "wall_pretrain_s": 100.0, "wall_transfer_s": 40.0, "device": "cpu", "precision": "fp32",
-                     "package_version": "0", "git_commit": "x", "config_hash": "h", "finished_at": 0.0})
+                     "package_version": "0", "git_commit": "x", "config_hash": "h", "finished_at": 0.0,
+                     "kind": "transfer", "protocol": 2, "transfer_batchnorm": "adapt", "test_images": 16})
         pre_values = np.random.default_rng([zlib.crc32(f"{series}|{a}".encode()), seed])  # one model, one row
         after = set(s.transfer_eval_domains(a, b))  # as run_transfer evaluates
         for d in s.domains:
-            evals.append({"run_id": rid, "profile": profile, "stage": "pretrain", "eval_domain": d.name,
+            evals.append({"run_id": rid, "profile": profile, "stage": "pretrain", "eval_domain": d.name, "split": "test",
                           **{m: float(pre_values.uniform()) for m in METRICS}})
             if d.name in after:
-                evals.append({"run_id": rid, "profile": profile, "stage": "transfer", "eval_domain": d.name,
+                evals.append({"run_id": rid, "profile": profile, "stage": "transfer", "eval_domain": d.name, "split": "test",
                               **{m: float(rng.uniform()) for m in METRICS}})
     append_records(root, series, {"runs": runs, "evaluations": evals, "histories": []})
     pd.DataFrame(columns=["run_id", "profile", "stage", "epoch", "train_loss", "val_loss", "val_dice", "lr"]).astype(

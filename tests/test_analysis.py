@@ -38,13 +38,14 @@ def fake_results(domains, pre_loss, post_loss, *, seeds=(0, 1), freezing=("none"
                     "wall_transfer_s": times[f] * (1 + 0.01 * rng.normal()), "device": "cpu", "precision": "bf16",
                     "package_version": "0", "git_commit": "x", "config_hash": "h", "lr_pretrain": 1e-3,
                     "lr_transfer": 1e-4, "wall_pretrain_s": 50.0, "finished_at": 0.0,
+                    "kind": "transfer", "transfer_batchnorm": "adapt", "protocol": 2,
                 })
                 for d in domains:
                     before = pre_loss(a, d, seed) + noise * rng.normal()
                     after = (post_loss(a, b, f, seed) + noise * rng.normal()) if d == b else before * (1 + other_change)
                     for stage, loss in (("pretrain", before), ("transfer", after)):
                         evals.append({"run_id": run_id, "profile": "cpu", "stage": stage, "eval_domain": d,
-                                      "loss": loss, "dice": 1 - loss, "iou": 1 - loss, "precision": 1 - loss,
+                                      "split": "test", "loss": loss, "dice": 1 - loss, "iou": 1 - loss, "precision": 1 - loss,
                                       "recall": 1 - loss, "accuracy": 1 - loss / 10})
     return validate(pd.DataFrame(runs), "runs"), validate(pd.DataFrame(evals), "evaluations")
 

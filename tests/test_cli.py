@@ -68,7 +68,7 @@ def test_custom_profiles_file(capsys, dirs, profiles_file):
     [
         ("Au_small", "Cu_small", "none", ("unknown domain", "'Au_small'")),  # unknown lattice
         ("Cu_small", "Cu_huge", "none", ("unknown domain", "'Cu_huge'")),
-        ("Cu_small", "Cu_small", "none", ("equals the pretraining domain",)),
+        ("Cu_small", "Cu_small", "encoder", ("control run", "--freeze none")),
         ("Cu_small", "CdSe_small", "middle", ("unknown freezing mode", "'middle'")),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -24,7 +25,7 @@ def mtimes(root: Path) -> dict[Path, int]:
 def test_series_files_open_with_plain_numpy(tiny_data, tiny_series):
     profile = tiny_series.profile
     n = profile.simulation.image_size
-    counts = dict(zip(SPLITS, tiny_series.image_counts))
+    counts = tiny_series.split_counts
     for domain in tiny_series.domains:
         for split in SPLITS:
             with np.load(domain_path(tiny_data, tiny_series, domain, split), allow_pickle=False) as data:
@@ -60,7 +61,8 @@ def test_manifest(tiny_data, tiny_series):
     assert [d["name"] for d in manifest["domains"]] == ["df-5", "df0"]
     assert manifest["profile"]["simulation"]["field_of_view"] == 64.0
     assert manifest["config_hash"] == tiny_series.profile.config_hash("defocus")
-    assert manifest["images_per_scene_set"] == {"train": 2, "val": 1}
+    assert manifest["images_per_scene_set"] == {"train": 2, "transfer": 2, "val": 1, "test": 1}
+    assert manifest["transfer_split"] == "transfer"
     assert {"abtem", "numpy", "python"} <= set(manifest["software"])
 
 
@@ -71,7 +73,7 @@ def test_no_temporary_files_are_left(tiny_data):
 
 def test_series_resumes_without_rewriting(data_copy, tiny_series):
     before = mtimes(data_copy)
-    assert len(before) == 3 + 2 * 2  # 3 scenes, 2 domains x 2 splits
+    assert len(before) == 6 + 2 * 4  # 6 scenes, 2 domains x 4 splits
     simulate_series(tiny_series, data_copy, progress=False)
     assert mtimes(data_copy) == before
     # a lost scene and a lost domain file are remade, identical to the first time
@@ -92,16 +94,31 @@ def test_series_resumes_without_rewriting(data_copy, tiny_series):
     assert not [p for p in all_files(data_copy) if p.name.endswith(".tmp")]
 
 
-def test_domain_files_of_another_dataset_version_are_remade(data_copy, tiny_series):
+@pytest.mark.parametrize("stale_key", [None, "made-with-other-settings"])
+def test_domain_files_made_by_other_settings_are_remade(data_copy, tiny_series, stale_key):
     domain = domain_path(data_copy, tiny_series, tiny_series.domains[0], "train")
     with np.load(domain) as data:
-        stale = {k: data[k] for k in data.files if k != "version"}
+        stale = {k: data[k] for k in data.files if k not in ("version", "key")}
     stale["masks"] = np.zeros_like(stale["masks"])  # made under an older labelling rule
+    if stale_key is not None:
+        stale["key"] = np.array(stale_key)
     datasets.save_npz(domain, **stale)
+    with pytest.raises(FileNotFoundError, match="other settings"):
+        load_domain(tiny_series, tiny_series.domains[0].name, "train", data_copy)
     simulate_series(tiny_series, data_copy, progress=False)
     with np.load(domain) as data:
         assert int(data["version"]) == datasets.DATASET_VERSION
+        assert str(data["key"]) == datasets.domain_key(tiny_series, tiny_series.domains[0], "train")
         assert data["masks"].any()
+
+
+def test_scene_folder_follows_the_simulation_settings(tiny_series):
+    from dataclasses import replace
+
+    profile = tiny_series.profile
+    other = replace(profile, simulation=replace(profile.simulation, pixel_size=0.6))
+    scene_set = tiny_series.scene_sets[0]
+    assert scene_path(Path("r"), profile, scene_set, "train", 0) != scene_path(Path("r"), other, scene_set, "train", 0)
 
 
 def test_interrupted_write_leaves_no_trusted_file(tmp_path, monkeypatch):
@@ -145,3 +162,68 @@ def test_parallel_simulation_matches_serial(tmp_path, tiny_series, tiny_data):
         with np.load(a) as x, np.load(b) as y:
             for key in x.files:
                 assert np.array_equal(x[key], y[key]), (a, key)
+
+
+# -- the protocol's splits ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    """Every series of the smoke profile simulated into one root (shared scene sets are made once)."""
+    from hrtem_tl.config import load_profile
+    from hrtem_tl.series import SERIES_DOMAINS, Series
+
+    root = tmp_path_factory.mktemp("smoke")
+    profile = load_profile("smoke")
+    series = [Series(name, profile) for name in SERIES_DOMAINS]
+    for s in series:
+        simulate_series(s, root, workers=2, progress=False)
+    return root, series
+
+
+def test_scene_sets_of_every_run_are_disjoint(smoke_data):
+    """Pretraining, transfer, validation and test scenes never overlap, for every run of every series."""
+    from hrtem_tl.experiment import transfer_split
+    from hrtem_tl.study import plan
+
+    root, all_series = smoke_data
+
+    def scenes(series, domain, split, limit=None):
+        return set(load_domain(series, domain, split, root)["scenes"][:limit].tolist())
+
+    for series in all_series:
+        counts = series.split_counts
+        assert min(counts["train"], counts["val"], counts["test"]) >= 1
+        for spec in plan(series):
+            n = spec.transfer_images or series.profile.training.transfer_images
+            if spec.kind == "control":  # further steps on its own pretraining scenes
+                assert transfer_split(series, spec) == "train"
+                continue
+            roles = {
+                "pretrain": scenes(series, spec.pretrain_domain, "train"),
+                "transfer": scenes(series, spec.target_domain, transfer_split(series, spec), n),
+                "val": scenes(series, spec.pretrain_domain, "val") | scenes(series, spec.target_domain, "val"),
+                "test": set().union(*(scenes(series, d.name, "test") for d in series.domains)),
+            }
+            assert len(roles["transfer"]) == n
+            for (a, x), (b, y) in itertools.combinations(roles.items(), 2):
+                assert not x & y, (series.name, spec.run_id, a, b, sorted(x & y)[:3])
+
+
+def test_every_domain_of_a_shared_scene_set_images_the_same_test_scenes(smoke_data):
+    root, all_series = smoke_data
+    for series in all_series:
+        if not series.shares_scenes:
+            continue
+        test = {tuple(load_domain(series, d.name, "test", root)["scenes"]) for d in series.domains}
+        assert len(test) == 1, series.name  # paired: one test scene set imaged under every condition
+
+
+def test_split_scenes_differ_in_content(tiny_data, tiny_series):
+    """Each split's scenes are drawn afresh (seeded by split name), not copies of another split."""
+    layouts = {}
+    for split, count in tiny_series.split_counts.items():
+        for i in range(count):
+            with np.load(scene_path(tiny_data, tiny_series.profile, tiny_series.scene_sets[0], split, i)) as scene:
+                layouts[(split, i)] = str(scene["layout"])
+    assert len(set(layouts.values())) == len(layouts)

@@ -26,11 +26,11 @@ POST = {
 
 def run_row(run_id: str, **values) -> dict:
     row = {c: (0.0 if t == "float64" else 0 if t == "int64" else "x") for c, t in R.SCHEMA["runs"].items()}
-    return row | {"run_id": run_id, "profile": "cpu"} | values
+    return row | {"run_id": run_id, "profile": "cpu", "kind": "transfer"} | values
 
 
 def eval_row(run_id: str, stage: str, domain: str, loss: float, profile: str = "cpu") -> dict:
-    return {"run_id": run_id, "profile": profile, "stage": stage, "eval_domain": domain, "loss": loss,
+    return {"run_id": run_id, "profile": profile, "stage": stage, "eval_domain": domain, "split": "test", "loss": loss,
             "dice": 1 - loss / 10, "iou": 0.5, "precision": 0.5, "recall": 0.5, "accuracy": 0.9}
 
 

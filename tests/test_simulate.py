@@ -224,7 +224,7 @@ def scenes(tiny_data, tiny_series, tmp_path_factory):
     """Scenes with their layouts and labels: the tiny series' CdSe scenes plus two Cu scenes."""
     profile = tiny_series.profile
     files = [scene_path(tiny_data, profile, s, split, i)
-             for s in tiny_series.scene_sets for split, count in zip(SPLITS, tiny_series.image_counts)
+             for s in tiny_series.scene_sets for split, count in tiny_series.split_counts.items()
              for i in range(count)]
     cu = SceneSet("test_Cu_small", "Cu", (10.0, 16.0))
     folder = tmp_path_factory.mktemp("cu_scenes")
@@ -294,7 +294,7 @@ def test_domain_masks_are_the_scene_labels(tiny_data, tiny_series):
 
     profile = tiny_series.profile
     for domain in tiny_series.domains:
-        for split, count in zip(SPLITS, tiny_series.image_counts):
+        for split, count in tiny_series.split_counts.items():
             data = load_domain(tiny_series, domain.name, split, tiny_data)
             assert data["masks"].shape == (count, profile.simulation.image_size, profile.simulation.image_size)
             for i in range(count):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,9 +18,9 @@ import torch
 from hrtem_testutils import set_torch_threads
 from hrtem_tl import experiment as E
 from hrtem_tl import results as R
-from hrtem_tl.series import FREEZING, Series
+from hrtem_tl.series import DOSES, FREEZING, Series
 from hrtem_tl.study import plan, run_study
-from hrtem_tl.train import Precision
+from hrtem_tl.train import Precision, evaluate
 
 set_torch_threads()
 FP32 = Precision("cpu", None)
@@ -32,22 +33,26 @@ def test_grid_sizes(tiny_profile):
 
     noise = Series("noise", load_profile("smoke"))
     assert len(noise.transfer_pairs()) == 20
-    assert len(plan(noise)) == 20 * 3 * len(noise.seeds)
+    controls = [s for s in plan(noise) if s.kind == "control"]
+    assert len(plan(noise)) == (20 * 3 + 5) * len(noise.seeds)
+    assert [(s.pretrain_domain, s.freezing) for s in controls] == [(f"dose{d}", "none") for d in DOSES]
     structure = Series("structure", load_profile("paper"))
     assert len(structure.domains) == 18
-    assert len(plan(structure)) == 18 * 17 * 3 * 3  # 2,754 models
+    assert sum(s.kind == "transfer" for s in plan(structure)) == 18 * 17 * 3 * 3  # 2,754 models
+    assert sum(s.kind == "control" for s in plan(structure)) == 18 * 3
+    assert not [s for s in plan(Series("tlsize", load_profile("cpu"))) if s.kind == "control"]
     defocus = Series("defocus", load_profile("paper"))
     assert len(defocus.pretrain_domains) == 5 and len(defocus.domains) == 11
     assert len(defocus.transfer_pairs()) == 5 * 10
     tiny = Series("defocus", tiny_profile)
-    assert [s.run_id for s in plan(tiny, ("encoder",))] == ["defocus|df-5>df0|encoder|s0",
-                                                           "defocus|df0>df-5|encoder|s0"]
+    assert [s.run_id for s in plan(tiny, ("encoder",))] == ["defocus|df-5>df-5|none|s0", "defocus|df-5>df0|encoder|s0",
+                                                           "defocus|df0>df0|none|s0", "defocus|df0>df-5|encoder|s0"]
 
 
 def test_structure_plan_runs_the_size_transfers_first_then_model_by_model():
     from hrtem_tl.config import load_profile
 
-    specs = plan(Series("structure", load_profile("cpu")))
+    specs = [s for s in plan(Series("structure", load_profile("cpu"))) if s.kind == "transfer" and s.seed == 0]
     same_lattice = [s.pretrain_domain.split("_")[0] == s.target_domain.split("_")[0] for s in specs]
     early = 18 * len(FREEZING)  # small-to-large and large-to-small of 9 lattices
     assert all(same_lattice[:early]) and not any(same_lattice[early:])
@@ -111,7 +116,7 @@ def test_bad_study_settings_are_named():
     [
         ("df-5", "df15", "none", "unknown domain 'df15'"),
         ("dose30", "df0", "none", "unknown domain 'dose30'"),
-        ("df0", "df0", "none", "equals the pretraining domain"),
+        ("df0", "df0", "decoder", "a control run"),
         ("df-5", "df0", "everything", "unknown freezing mode 'everything'"),
         ("df-5", "df0", 3, "a transfer set of 3 images is impossible: domain 'df0' has 2 training images"),
     ],
@@ -187,6 +192,43 @@ def test_run_transfer_records(tiny_data, tiny_profile, tmp_path):
     R.validate(pd.DataFrame(rec.histories), "histories")
 
 
+@pytest.mark.parametrize("target, transfer_split", [("df0", "transfer"), ("df-5", "train")])
+def test_run_transfer_selects_on_val_reports_on_test_and_transfers_on_unseen_scenes(
+        tiny_data, tiny_profile, tmp_path, monkeypatch, target, transfer_split):
+    """The protocol's wiring: each stage trains on its split, selects on val, and every
+    stored evaluation is on test (a control run, df-5 > df-5, trains on its own scenes)."""
+    loads, stages = [], []
+    real_data, real_stage = E.domain_data, E.train_stage
+
+    def spy_data(profile, series, domain, split, root=None, limit=None):
+        loads.append((domain, split))
+        return real_data(profile, series, domain, split, root, limit=limit)
+
+    def spy_stage(model, train, val, **kwargs):
+        stages.append((train, val))
+        return real_stage(model, train, val, **kwargs)
+
+    monkeypatch.setattr(E, "domain_data", spy_data)
+    monkeypatch.setattr(E, "train_stage", spy_stage)
+    spec = E.RunSpec("defocus", "df-5", target, "none", 0)
+    rec = E.run_transfer(tiny_profile, spec, data_root=tiny_data, checkpoints=tmp_path, precision=FP32)
+    assert rec.run["kind"] == ("control" if target == "df-5" else "transfer")
+    expected = [("df-5", "train"), ("df-5", "val"), (target, transfer_split), (target, "val")]
+    assert [(d, s) for d, s in loads if s != "test"] == expected
+    assert {d for d, s in loads if s == "test"} == {"df-5", "df0"}
+    for (train, val), (domain, split) in zip(stages, [("df-5", "train"), (target, transfer_split)]):
+        assert np.array_equal(train[0], real_data(tiny_profile, "defocus", domain, split, tiny_data,
+                                                  limit=len(train[0]))[0])
+    for (_, val), domain in zip(stages, ["df-5", target]):
+        assert np.array_equal(val[0], real_data(tiny_profile, "defocus", domain, "val", tiny_data)[0])
+    assert {e["split"] for e in rec.evaluations} == {"test"}
+    pre = {e["eval_domain"]: e["loss"] for e in rec.evaluations if e["stage"] == "pretrain"}
+    model, _ = E.pretrained(Series("defocus", tiny_profile), "df-5", 0, data_root=tiny_data, checkpoints=tmp_path,
+                            precision=FP32)
+    test = real_data(tiny_profile, "defocus", "df0", "test", tiny_data)
+    assert pre["df0"] == pytest.approx(evaluate(model, *test, FP32)["loss"], rel=1e-5)
+
+
 # -- sweeps -------------------------------------------------------------------------------------
 
 def _tables(results: Path, series: str = "defocus") -> dict[str, pd.DataFrame]:
@@ -220,7 +262,7 @@ def test_run_study_stores_each_run_once_and_skips_on_rerun(local_study, tiny_ser
     first, kwargs = local_study
     results = kwargs["results_root"]
     planned = {s.run_id for s in plan(tiny_series, ("encoder", "none"))}
-    assert first["runs"] == 4 and first["new"] == 4 and first["skipped"] == 0
+    assert first["runs"] == 6 and first["new"] == 6 and first["skipped"] == 0  # 4 transfers, 2 controls
     _assert_complete(results, planned)
     runs = _tables(results)["runs"]
     # two runs share each pretrained model: one checkpoint per pretraining domain
@@ -228,7 +270,7 @@ def test_run_study_stores_each_run_once_and_skips_on_rerun(local_study, tiny_ser
     assert runs.groupby("pretrain_id")["best_epoch_pretrain"].nunique().eq(1).all()
     stamp = R.table_path(results, "defocus", "runs").stat().st_mtime_ns
     again = run_study(tiny_series, **kwargs)
-    assert again["new"] == 0 and again["skipped"] == 4
+    assert again["new"] == 0 and again["skipped"] == 6
     assert R.table_path(results, "defocus", "runs").stat().st_mtime_ns == stamp
 
 
@@ -239,18 +281,20 @@ def test_run_study_limit_slices_a_sweep(local_study, tiny_series, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(kwargs["results_root"], results)
     sliced = run_study(tiny_series, **(kwargs | {"results_root": results, "freezing": FREEZING, "limit": 1}))
-    assert sliced["runs"] == 6 and sliced["new"] == 1 and sliced["skipped"] == 4
-    assert len(_tables(results)["runs"]) == 5
+    assert sliced["runs"] == 8 and sliced["new"] == 1 and sliced["skipped"] == 6
+    assert len(_tables(results)["runs"]) == 7
 
 
 def test_sweep_finishes_one_pretrained_model_before_the_next(data_copy, tiny_series, tmp_path):
     """Stopped part-way, a sweep leaves whole matrix rows and has trained only the models they need."""
     ckpt = tmp_path / "ckpt"
     summary = run_study(tiny_series, results_root=tmp_path / "results", data_root=data_copy, checkpoints=ckpt,
-                        limit=len(FREEZING), progress=False)
+                        limit=len(FREEZING) + 1, progress=False)
     runs = _tables(tmp_path / "results")["runs"]
-    assert summary["new"] == len(FREEZING)
-    assert set(runs["pretrain_domain"]) == {"df-5"} and sorted(runs["freezing"]) == sorted(FREEZING)
+    assert summary["new"] == len(FREEZING) + 1  # the model's control run and its transfers
+    assert set(runs["pretrain_domain"]) == {"df-5"}
+    assert sorted(runs.loc[runs["kind"] == "transfer", "freezing"]) == sorted(FREEZING)
+    assert runs.loc[runs["kind"] == "control", "target_domain"].tolist() == ["df-5"]
     assert len(list(ckpt.rglob("*.safetensors"))) == 1
 
 
@@ -309,7 +353,7 @@ def test_dask_executor_matches_local(local_study, tiny_series, tmp_path):
     pytest.importorskip("distributed")
     _, kwargs = local_study
     dask = run_study(tiny_series, **(kwargs | {"executor": "dask", "workers": 2, "results_root": tmp_path / "dask"}))
-    assert dask["new"] == 4
+    assert dask["new"] == 6
     ids = {s.run_id for s in plan(tiny_series, ("encoder", "none"))}
     _assert_complete(tmp_path / "dask", ids)
     keys = ["run_id", "stage", "eval_domain"]
@@ -323,3 +367,52 @@ def test_dask_executor_matches_local(local_study, tiny_series, tmp_path):
     # and so do the transfer runs (same seed, one thread each)
     post_a, post_b = a[a["stage"] == "transfer"], b[b["stage"] == "transfer"]
     assert post_a["loss"].to_numpy() == pytest.approx(post_b["loss"].to_numpy(), rel=1e-3)
+
+
+def test_a_sweep_refuses_stale_stored_runs_before_simulating(local_study, tiny_series, tmp_path):
+    """Runs stored under other settings stop the sweep with a message saying how to move them aside."""
+    import shutil
+    from dataclasses import replace
+
+    _, kwargs = local_study
+    results = tmp_path / "results"
+    shutil.copytree(kwargs["results_root"], results)
+    before = {t: R.table_path(results, "defocus", t).read_bytes() for t in R.TABLES}
+    profile = tiny_series.profile
+    edited = Series("defocus", replace(profile, training=replace(profile.training, lr_transfer=3e-4)))
+    with pytest.raises(R.StaleResultsError, match="other settings.*move the folder aside"):
+        run_study(edited, **(kwargs | {"results_root": results, "data_root": tmp_path / "no-data"}))
+    assert not (tmp_path / "no-data").exists()  # refused before any simulation
+    assert {t: R.table_path(results, "defocus", t).read_bytes() for t in R.TABLES} == before  # nothing lost
+
+
+def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
+    """Each single setting changes the hash of exactly the series whose runs it affects."""
+    from dataclasses import fields, replace
+
+    from hrtem_tl.config import GRID_FIELDS, load_profile
+
+    cpu = load_profile("cpu")
+    every = ("noise", "structure", "defocus", "tlsize")
+    for section in ("simulation", "data", "training", "study"):
+        settings = getattr(cpu, section)
+        for f in fields(settings):
+            value = getattr(settings, f.name)
+            if isinstance(value, bool):
+                new = not value
+            elif isinstance(value, (int, float)):
+                new = value + 1
+            elif isinstance(value, tuple):
+                new = value + value[-1:] if value else (1,)
+            elif value is None:
+                new = (7,) if f.name.endswith(("_seeds", "_sizes")) else 7 if f.name.endswith("_images") else ("x",)
+            else:
+                new = {"adapt": "fixed", "all": "reduced", "reduced": "all", "related": "all"}.get(value, "other")
+            changed = replace(cpu, **{section: replace(settings, **{f.name: new})})
+            moved = {s for s in every if changed.config_hash(s) != cpu.config_hash(s)}
+            if f.name in GRID_FIELDS:
+                assert moved == set(), f.name
+            elif section == "study":
+                assert moved == {f.name.split("_")[0]}, f.name
+            else:
+                assert moved == set(every), (section, f.name)

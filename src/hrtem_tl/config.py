@@ -51,10 +51,18 @@ class SimulationSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Images per domain: training and validation splits."""
+    """Scenes per scene set and split.
+
+    train_images : pretraining scenes
+    val_images : model-selection scenes (best epoch of each stage)
+    test_images : scenes every reported evaluation uses
+    The transfer split's size follows from the transfer-set sizes (see
+    :meth:`hrtem_tl.series.Series.split_counts`).
+    """
 
     train_images: int
     val_images: int
+    test_images: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class TrainingSettings:
     seeds: tuple[int, ...]
     lr_decay: float = 0.99  # per epoch
     mixed_precision: bool = True
+    # batch-norm running statistics during transfer learning: "adapt" (updated from the
+    # target's batches, PyTorch's training mode) or "fixed" (kept from pretraining)
+    transfer_batchnorm: str = "adapt"
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class StudySettings:
     structure_pairs: str = "all"  # "all" ordered pairs, or "reduced" (see series.py)
     structure_train_images: int | None = None
     structure_val_images: int | None = None
+    structure_test_images: int | None = None
     structure_seeds: tuple[int, ...] | None = None
     structure_transfer_eval: str = "all"  # "all" domains, or "related" (see Series.transfer_eval_domains)
     defocus_domains: tuple[str, ...] | None = None
@@ -97,6 +109,8 @@ class StudySettings:
             raise ValueError(f"structure_pairs must be 'all' or 'reduced', got {self.structure_pairs!r}")
         if self.structure_transfer_eval not in ("all", "related"):
             raise ValueError(f"structure_transfer_eval must be 'all' or 'related', got {self.structure_transfer_eval!r}")
+        for name in ("structure_train_images", "structure_val_images", "structure_test_images"):
+            _check_count(name, getattr(self, name), allow_none=True)
 
     def for_series(self, series: str) -> dict:
         """The settings that apply to ``series`` (those named ``<series>_...``)."""
@@ -118,15 +132,73 @@ class Profile:
         return asdict(self)
 
     def config_hash(self, series: str, *parts: str) -> str:
-        """A short stable hash of the settings that ``series`` uses (plus any extra ``parts``).
+        """A short stable hash of the settings that ``series``' runs depend on (plus ``parts``).
 
-        Study settings of other series are left out, so scaling one series does not
-        invalidate the datasets, models and results of another; so is the description.
+        Left out: study settings of other series (scaling one series does not
+        invalidate the datasets, models and results of another), the description, and
+        the grid settings (:data:`GRID_FIELDS`: which seeds, pairs and set sizes a sweep
+        runs), which choose runs but change none.
         """
         settings = {**self.to_dict(), "study": self.study.for_series(series)}
         del settings["description"]
+        for section in ("training", "study"):
+            for name in GRID_FIELDS:
+                settings[section].pop(name, None)
         text = json.dumps(settings, sort_keys=True) + "|".join((series, *parts))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Settings that choose which runs a sweep makes, not what any run computes.
+GRID_FIELDS = ("seeds", "structure_seeds", "tlsize_seeds", "tlsize_sizes", "structure_pairs")
+
+
+def _check_count(name: str, value, *, allow_none: bool = False, minimum: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _validate(profile: "Profile") -> None:
+    """Types and ranges of every setting; raises ``ValueError`` naming the key."""
+    sim, data, t = profile.simulation, profile.data, profile.training
+    for name in ("field_of_view", "sampling", "pixel_size", "slice_thickness", "energy"):
+        _check_positive(f"simulation.{name}", getattr(sim, name))
+    for name in ("focal_spread", "defocus_sigma", "phonon_sigma"):
+        value = getattr(sim, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"simulation.{name} must be a number >= 0, got {value!r}")
+    if sim.pixel_size < sim.sampling:
+        raise ValueError(f"simulation.pixel_size ({sim.pixel_size}) must not be finer than simulation.sampling "
+                         f"({sim.sampling})")
+    _check_count("simulation.phonon_configs", sim.phonon_configs)
+    _check_count("simulation.max_particles", sim.max_particles)
+    for name in ("film_thickness", "calibration_steps"):
+        pair = getattr(sim, name)
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValueError(f"simulation.{name} must be a pair of numbers, got {pair!r}")
+        for v in pair:
+            _check_positive(f"simulation.{name}", v)
+    for name in ("train_images", "val_images", "test_images"):
+        _check_count(f"data.{name}", getattr(data, name))
+    for name in ("crop", "batch_size", "pretrain_epochs", "pretrain_steps", "transfer_epochs", "transfer_steps",
+                 "transfer_images"):
+        _check_count(f"training.{name}", getattr(t, name))
+    for name in ("lr_pretrain", "lr_transfer", "lr_decay"):
+        _check_positive(f"training.{name}", getattr(t, name))
+    if not isinstance(t.seeds, tuple) or not t.seeds:
+        raise ValueError(f"training.seeds must be a non-empty list of whole numbers, got {t.seeds!r}")
+    for seed in t.seeds:
+        _check_count("training.seeds", seed, minimum=0)
+    if t.transfer_batchnorm not in ("adapt", "fixed"):
+        raise ValueError(f"training.transfer_batchnorm must be 'adapt' or 'fixed', got {t.transfer_batchnorm!r}")
+    if not isinstance(t.mixed_precision, bool):
+        raise ValueError(f"training.mixed_precision must be true or false, got {t.mixed_precision!r}")
 
 
 def _tuples(section: dict) -> dict:
@@ -147,7 +219,7 @@ def load_profile(name: str, path: Path | None = None) -> Profile:
         raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(table)}")
     raw = table[name]
     try:
-        return Profile(
+        profile = Profile(
             name=name,
             description=raw.get("description", ""),
             simulation=SimulationSettings(**_tuples(raw["simulation"])),
@@ -155,5 +227,9 @@ def load_profile(name: str, path: Path | None = None) -> Profile:
             training=TrainingSettings(**_tuples(raw["training"])),
             study=StudySettings(**_tuples(raw.get("study", {}))),
         )
-    except (KeyError, TypeError, ValueError) as err:
+        _validate(profile)
+    except KeyError as err:
+        raise ValueError(f"profile {name!r} is malformed: missing section or key {err}") from None
+    except (TypeError, ValueError) as err:
         raise ValueError(f"profile {name!r} is malformed: {err}") from None
+    return profile

@@ -3,7 +3,7 @@
 Layout under the dataset root (default ``cache/datasets``), all plain ``.npz`` files
 that numpy opens without this package::
 
-    <profile>/scenes/<scene set>/<split>_<index>.npz
+    <profile>/scenes-<simulation key>/<scene set>/<split>_<index>.npz
         waves (configs, n, n) complex64   exit waves of particles + film [vacuum = 1]
         particle_wave (1, n, n) complex64 exit wave of the particles alone (labels come from it)
         zero_defocus ()                   calibrated minimum-contrast defocus [Å]
@@ -14,17 +14,28 @@ that numpy opens without this package::
         defocus (N,) float32              defocus applied to each image [Å, abTEM sign]
         pixel_size ()                     [Å]
         version ()                        DATASET_VERSION that made the file
+        key ()                            hash of everything that made the file (:func:`domain_key`)
+        scenes (N,) str                   the scene of each image: <scene set>/<split>_<index>
     <profile>/<series>/manifest.json      settings, seeds, versions, files
 
-Every file is written to a temporary name and renamed, so an interrupted run never
-leaves a file that a later run would trust.
+Splits: ``train`` (pretraining), ``transfer`` (transfer sets, where the domains of a
+series share one scene set), ``val`` (best-epoch selection only) and ``test`` (every
+reported evaluation). Each split's scenes are seeded by its name, so the four scene
+sets are disjoint; every domain of a series images the same test scenes (paired).
+
+The simulation key (a hash of the simulation settings) is part of the scene folder,
+and every domain file records the key of what made it, so changing a setting makes
+new files instead of trusting old ones. Every file is written to a temporary name and
+renamed, so an interrupted run never leaves a file that a later run would trust.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import zipfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -40,10 +51,11 @@ from .series import Domain, SceneSet, Series
 from .simulate import apply_dose, calibrate_zero_defocus, exit_waves, image_intensity, label_mask
 from .structures import make_scene
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "transfer", "val", "test")
 # Bump when the imaging or labelling rules change: domain files and pretrained models
 # made by another version are remade instead of trusted. 2: labels from |psi - 1|.
-DATASET_VERSION = 2
+# 3: four disjoint splits (train, transfer, val, test).
+DATASET_VERSION = 3
 DEFAULT_ROOT = Path("cache/datasets")
 
 
@@ -53,16 +65,34 @@ def _seed(*parts: str | int) -> np.random.SeedSequence:
 
 
 def save_npz(path: Path, **arrays) -> None:
-    """Write ``arrays`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``arrays`` to ``path`` atomically (temporary file, then rename; a failed
+    write removes its temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def simulation_key(profile: Profile) -> str:
+    """Hash of the simulation settings and DATASET_VERSION: names the scene folder."""
+    return _digest([asdict(profile.simulation), DATASET_VERSION])
+
+
+def domain_key(series: Series, domain: Domain, split: str) -> str:
+    """Hash of what makes a domain file: simulation settings, domain, split and scene count."""
+    return _digest([simulation_key(series.profile), asdict(domain), split, series.split_counts[split]])
 
 
 def scene_path(root: Path, profile: Profile, scene_set: SceneSet, split: str, index: int) -> Path:
-    return Path(root) / profile.name / "scenes" / scene_set.name / f"{split}_{index:05d}.npz"
+    return Path(root) / profile.name / f"scenes-{simulation_key(profile)}" / scene_set.name / f"{split}_{index:05d}.npz"
 
 
 def domain_path(root: Path, series: Series, domain: Domain, split: str) -> Path:
@@ -117,17 +147,20 @@ def image_domain(series: Series, domain: Domain, split: str, scene_files: list[P
         "defocus": np.asarray(defoci, np.float32),
         "pixel_size": np.float64(sim.pixel_size),
         "version": np.int64(DATASET_VERSION),
+        "key": np.array(domain_key(series, domain, split)),
+        "scenes": np.array([f"{domain.scene_set.name}/{Path(f).stem}" for f in scene_files]),
     }
 
 
 def manifest(series: Series) -> dict:
     """Everything needed to regenerate a series' datasets."""
-    train, val = series.image_counts
     return {
         "series": series.name,
         "profile": series.profile.to_dict(),
         "config_hash": series.profile.config_hash(series.name),
-        "images_per_scene_set": {"train": train, "val": val},
+        "simulation_key": simulation_key(series.profile),
+        "images_per_scene_set": series.split_counts,
+        "transfer_split": series.transfer_split,
         "domains": [
             {"name": d.name, "scene_set": d.scene_set.name, "formula": d.scene_set.formula,
              "radius_range": d.scene_set.radius_range, "defocus_nm": d.defocus, "dose": d.dose}
@@ -151,7 +184,7 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(f"dataset folder {out} is not writable")
-    counts = dict(zip(SPLITS, series.image_counts))
+    counts = series.split_counts
     tasks = [
         (series.profile, s, split, i, scene_path(root, series.profile, s, split, i))
         for s in series.scene_sets
@@ -173,19 +206,34 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
     bar.close()
     for domain in tqdm(series.domains, desc=f"image {series.name} domains", unit="domain", disable=not progress):
         for split in SPLITS:
+            if not counts[split]:
+                continue
             path = domain_path(root, series, domain, split)
-            if path.exists() and _version(path) == DATASET_VERSION:
+            if path.exists() and _stored_key(path) == domain_key(series, domain, split):
                 continue
             files = [scene_path(root, series.profile, domain.scene_set, split, i) for i in range(counts[split])]
             save_npz(path, **image_domain(series, domain, split, files))
-    (out / "manifest.json").write_text(json.dumps(manifest(series), indent=2))
+    write_text_atomic(out / "manifest.json", json.dumps(manifest(series), indent=2))
     return out
 
 
-def _version(path: Path) -> int:
-    """DATASET_VERSION recorded in a domain file (1 for files that predate it)."""
-    with np.load(path) as data:
-        return int(data["version"]) if "version" in data.files else 1
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stored_key(path: Path) -> str | None:
+    """The :func:`domain_key` recorded in a domain file (``None`` for older files)."""
+    try:
+        with np.load(path) as data:
+            return str(data["key"]) if "key" in data.files else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None  # unreadable: remade
 
 
 def _single_thread() -> None:
@@ -201,22 +249,24 @@ def _single_thread() -> None:
 
 def load_domain(series: Series, domain: str, split: str, root: Path = DEFAULT_ROOT) -> dict[str, np.ndarray]:
     """Load one domain split; raises ``FileNotFoundError`` saying how to make it."""
-    path = domain_path(root, series, series.domain(domain), split)
-    if not path.exists():
+    d = series.domain(domain)
+    path = domain_path(root, series, d, split)
+    if not path.exists() or _stored_key(path) != domain_key(series, d, split):
+        why = "is missing" if not path.exists() else "was made with other settings"
         raise FileNotFoundError(
-            f"dataset {path} is missing; make it with: hrtem-tl simulate {series.name} --profile {series.profile.name}"
+            f"dataset {path} {why}; make it with: hrtem-tl simulate {series.name} --profile {series.profile.name}"
         )
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
 def write_montage(series: Series, path: Path, root: Path = DEFAULT_ROOT, per_domain: int = 3) -> Path:
-    """A PNG grid: for each domain, ``per_domain`` validation images with mask outlines."""
+    """A PNG grid: for each domain, ``per_domain`` test images with mask outlines."""
     from PIL import Image
 
     rows = []
     for domain in series.domains:
-        data = load_domain(series, domain.name, "val", root)
+        data = load_domain(series, domain.name, "test", root)
         tiles = []
         for img, mask in zip(data["images"][:per_domain], data["masks"][:per_domain]):
             lo, hi = np.percentile(img, [1, 99])
@@ -235,9 +285,9 @@ def write_montage(series: Series, path: Path, root: Path = DEFAULT_ROOT, per_dom
 
 
 def export_examples(series: Series, out: Path, root: Path = DEFAULT_ROOT, per_domain: int = 2) -> Path:
-    """Small committed example set for the site: ``per_domain`` validation images per domain.
+    """Small committed example set for the site: ``per_domain`` test images per domain.
 
-    Simulates only the scenes it needs (the first validation scenes of each scene set,
+    Simulates only the scenes it needs (the first test scenes of each scene set,
     the same files a full run makes). Writes ``<out>/<profile>/<series>.npz`` with
     ``images`` (domains, k, n, n) uint8 scaled between the 0.5th and 99.5th
     percentiles, ``masks`` (domains, k, n, n) uint8, ``domains``, ``dose``,
@@ -248,11 +298,11 @@ def export_examples(series: Series, out: Path, root: Path = DEFAULT_ROOT, per_do
     for domain in tqdm(series.domains, desc=f"examples {series.name}", unit="domain"):
         files = []
         for i in range(per_domain):
-            path = scene_path(root, profile, domain.scene_set, "val", i)
+            path = scene_path(root, profile, domain.scene_set, "test", i)
             if not path.exists():
-                simulate_scene(profile, domain.scene_set, "val", i, path)
+                simulate_scene(profile, domain.scene_set, "test", i, path)
             files.append(path)
-        data = image_domain(series, domain, "val", files)
+        data = image_domain(series, domain, "test", files)
         lo, hi = np.percentile(data["images"], [0.5, 99.5], axis=(1, 2), keepdims=True)
         scaled = np.clip((data["images"] - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
         images.append((scaled * 255).round().astype(np.uint8))

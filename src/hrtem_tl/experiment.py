@@ -1,16 +1,23 @@
 """One study run: pretrain (cached), transfer-learn with freezing, evaluate everywhere.
 
 A run is keyed by (series, pretraining domain, target domain, freezing, seed, and the
-transfer-set size where a series varies it). Its
-pretrained model is shared by every run with the same series, pretraining domain
-and seed: it is trained once, saved as a checkpoint (with its evaluations on every
-domain) and reused.
+transfer-set size where a series varies it). Its pretrained model is shared by every
+run with the same series, pretraining domain and seed: it is trained once, saved as a
+checkpoint (with its evaluations on every domain) and reused. A *control* run has the
+target equal to the pretraining domain: the transfer stage's training (same steps and
+learning rate) on the model's own pretraining scenes, against which what transfer
+learning does elsewhere is measured.
+
+Protocol (:data:`PROTOCOL`): each stage picks its best epoch on the ``val`` split of
+its own training domain; every reported evaluation is on the ``test`` split; transfer
+sets come from :attr:`Series.transfer_split`, scenes the pretrained model never saw.
 """
 
 from __future__ import annotations
 
 import functools
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +33,11 @@ from .series import Series
 from .train import Precision, StageResult, evaluate, standardize, train_stage
 
 DEFAULT_CHECKPOINTS = Path("cache/checkpoints")
+#: Version of the study protocol (splits, selection, evaluation). 1: selection and
+#: evaluation on one validation split, transfer sets from pretraining scenes.
+#: 2: disjoint train / transfer / val / test scenes, evaluations on test, controls.
+PROTOCOL = 2
+SELECTION_SPLIT, REPORT_SPLIT = "val", "test"
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,23 @@ class RunSpec:
 
     @property
     def pretrain_id(self) -> str:
-        return f"{self.series}|{self.pretrain_domain}|s{self.seed}"
+        return pretrain_id(self.series, self.pretrain_domain, self.seed)
+
+    @property
+    def kind(self) -> str:
+        """``"control"`` when the target is the pretraining domain, else ``"transfer"``."""
+        return "control" if self.pretrain_domain == self.target_domain else "transfer"
+
+
+def run_config_hash(profile: Profile, series: str, precision: Precision) -> str:
+    """The ``config_hash`` of a series' runs: its settings, dataset version, protocol and
+    precision. A stored run counts as finished only if its hash equals this."""
+    return profile.config_hash(series, f"data-v{DATASET_VERSION}", f"protocol-{PROTOCOL}", precision.name)
+
+
+def pretrain_id(series: str, domain: str, seed: int) -> str:
+    """The id of a pretrained model: ``<series>|<domain>|s<seed>``."""
+    return f"{series}|{domain}|s{seed}"
 
 
 @dataclass
@@ -82,9 +110,9 @@ def domain_data(profile: Profile, series: str, domain: str, split: str, root: Pa
 
 def evaluate_domains(model, series: Series, precision: Precision, root: Path,
                      domains: list[str] | None = None) -> dict[str, dict]:
-    """Metrics of ``model`` on the validation set of ``domains`` (default: every domain of ``series``)."""
+    """Metrics of ``model`` on the test split of ``domains`` (default: every domain of ``series``)."""
     names = domains if domains is not None else [d.name for d in series.domains]
-    return {name: evaluate(model, *domain_data(series.profile, series.name, name, "val", root), precision)
+    return {name: evaluate(model, *domain_data(series.profile, series.name, name, REPORT_SPLIT, root), precision)
             for name in names}
 
 
@@ -92,14 +120,24 @@ def check_spec(series: Series, spec: RunSpec) -> None:
     """Raise ``ValueError`` with a clear message for an impossible run."""
     series.domain(spec.pretrain_domain)
     series.domain(spec.target_domain)
-    if spec.pretrain_domain == spec.target_domain:
-        raise ValueError(f"target domain {spec.target_domain!r} equals the pretraining domain; choose another target")
     if spec.freezing not in FREEZE_MODES:
         raise ValueError(f"unknown freezing mode {spec.freezing!r}; choose one of {', '.join(FREEZE_MODES)}")
-    available = series.image_counts[0]
+    if spec.kind == "control" and not series.has_controls:
+        raise ValueError(f"target domain {spec.target_domain!r} equals the pretraining domain, and series "
+                         f"{series.name!r} has no control runs; choose another target")
+    if spec.kind == "control" and spec.freezing != "none":
+        raise ValueError("a control run (target = pretraining domain) trains every weight: use --freeze none")
+    available = series.split_counts[series.transfer_split]
     if spec.transfer_images is not None and not 1 <= spec.transfer_images <= available:
         raise ValueError(f"a transfer set of {spec.transfer_images} images is impossible: domain "
                          f"{spec.target_domain!r} has {available} training images at profile {series.profile.name}")
+
+
+def transfer_split(series: Series, spec: RunSpec) -> str:
+    """The split of the target domain that the transfer stage trains on: scenes the
+    pretrained model never saw (:attr:`Series.transfer_split`), except for a control
+    run, which trains further on its own pretraining scenes."""
+    return "train" if spec.kind == "control" else series.transfer_split
 
 
 def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFAULT_ROOT,
@@ -110,17 +148,21 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
     """
     profile = series.profile
     precision = precision or Precision.choose(profile.training.mixed_precision)
-    key = profile.config_hash(series.name, domain, str(seed), "pretrain", f"data-v{DATASET_VERSION}")
+    key = profile.config_hash(series.name, domain, str(seed), "pretrain", f"data-v{DATASET_VERSION}",
+                              f"protocol-{PROTOCOL}", precision.name)
     path = Path(checkpoints) / profile.name / series.name / f"pretrain_{domain}_s{seed}_{key}.safetensors"
     if path.exists():
-        model, meta = load_checkpoint(path, precision.device)
-        return model, meta
+        try:
+            return load_checkpoint(path, precision.device)
+        except Exception as err:  # a truncated or foreign file: retrain rather than trust it
+            print(f"hrtem-tl: checkpoint {path} is unreadable ({type(err).__name__}); retraining it", file=sys.stderr)
+            path.unlink(missing_ok=True)
     t = profile.training
     torch.manual_seed(seed)  # the initial weights belong to the seed, not to what ran before
     model = build_unet()
     result = train_stage(
         model, domain_data(profile, series.name, domain, "train", data_root),
-        domain_data(profile, series.name, domain, "val", data_root),
+        domain_data(profile, series.name, domain, SELECTION_SPLIT, data_root),
         epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain, batch_size=t.batch_size,
         crop=t.crop, seed=seed, lr_decay=t.lr_decay, precision=precision,
     )
@@ -135,7 +177,7 @@ def _history_rows(run_id: str, profile: str, stage: str, result: dict) -> list[d
 
 
 def _eval_rows(run_id: str, profile: str, stage: str, evaluations: dict[str, dict]) -> list[dict]:
-    return [{"run_id": run_id, "profile": profile, "stage": stage, "eval_domain": d, **m}
+    return [{"run_id": run_id, "profile": profile, "stage": stage, "eval_domain": d, "split": REPORT_SPLIT, **m}
             for d, m in evaluations.items()]
 
 
@@ -148,25 +190,28 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
     precision = precision or Precision.choose(t.mixed_precision)
     model, meta = pretrained(series, spec.pretrain_domain, spec.seed, data_root=data_root,
                              checkpoints=checkpoints, precision=precision)
-    train_set = domain_data(profile, series.name, spec.target_domain, "train", data_root,
+    train_set = domain_data(profile, series.name, spec.target_domain, transfer_split(series, spec), data_root,
                             limit=spec.transfer_images or t.transfer_images)
     result: StageResult = train_stage(
-        model, train_set, domain_data(profile, series.name, spec.target_domain, "val", data_root),
+        model, train_set, domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root),
         epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
-        crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, lr_decay=t.lr_decay, precision=precision,
+        crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, batchnorm=t.transfer_batchnorm,
+        lr_decay=t.lr_decay, precision=precision,
     )
     transfer_evals = evaluate_domains(model, series, precision, data_root,
                                       series.transfer_eval_domains(spec.pretrain_domain, spec.target_domain))
     apply_freezing(model, spec.freezing)
     trainable = count_parameters(model, trainable_only=True)
     apply_freezing(model, "none")
-    train_counts = series.image_counts
+    counts = series.split_counts
     run = {
         "run_id": spec.run_id, "pretrain_id": spec.pretrain_id, "series": spec.series, "profile": profile.name,
+        "kind": spec.kind, "protocol": PROTOCOL,
         "pretrain_domain": spec.pretrain_domain, "target_domain": spec.target_domain,
-        "freezing": spec.freezing, "seed": spec.seed,
+        "freezing": spec.freezing, "seed": spec.seed, "transfer_batchnorm": t.transfer_batchnorm,
         "lr_pretrain": t.lr_pretrain, "lr_transfer": t.lr_transfer,
-        "pretrain_images": train_counts[0], "transfer_images": len(train_set[0]), "val_images": train_counts[1],
+        "pretrain_images": counts["train"], "transfer_images": len(train_set[0]), "val_images": counts["val"],
+        "test_images": counts["test"],
         "pretrain_epochs": t.pretrain_epochs, "transfer_epochs": t.transfer_epochs,
         "pretrain_steps": t.pretrain_steps, "transfer_steps": t.transfer_steps,
         "batch_size": t.batch_size, "crop": t.crop,
@@ -175,7 +220,7 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
         "wall_pretrain_s": meta["stage"]["wall_time"], "wall_transfer_s": result.wall_time,
         "device": precision.device, "precision": precision.name,
         "package_version": __version__, "git_commit": git_commit(),
-        "config_hash": profile.config_hash(spec.series, f"data-v{DATASET_VERSION}"), "finished_at": time.time(),
+        "config_hash": run_config_hash(profile, spec.series, precision), "finished_at": time.time(),
     }
     rid, name = spec.run_id, profile.name
     evaluations = _eval_rows(rid, name, "pretrain", meta["evaluations"]) + _eval_rows(rid, name, "transfer", transfer_evals)

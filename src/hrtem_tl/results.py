@@ -28,15 +28,16 @@ DEFAULT_RESULTS = Path("data/results")
 TABLES = ("evaluations", "histories", "runs")  # write order: runs last
 KEYS = {
     "runs": ["profile", "run_id"],
-    "evaluations": ["profile", "run_id", "stage", "eval_domain"],
+    "evaluations": ["profile", "run_id", "stage", "eval_domain", "split"],
     "histories": ["profile", "run_id", "stage", "epoch"],
 }
 SCHEMA = {
     "runs": {
         "run_id": "object", "pretrain_id": "object", "series": "object", "profile": "object",
+        "kind": "object", "protocol": "int64",
         "pretrain_domain": "object", "target_domain": "object", "freezing": "object", "seed": "int64",
-        "lr_pretrain": "float64", "lr_transfer": "float64", "pretrain_images": "int64",
-        "transfer_images": "int64", "val_images": "int64", "pretrain_epochs": "int64",
+        "transfer_batchnorm": "object", "lr_pretrain": "float64", "lr_transfer": "float64", "pretrain_images": "int64",
+        "transfer_images": "int64", "val_images": "int64", "test_images": "int64", "pretrain_epochs": "int64",
         "transfer_epochs": "int64", "pretrain_steps": "int64", "transfer_steps": "int64",
         "batch_size": "int64", "crop": "int64", "best_epoch_pretrain": "int64",
         "best_epoch_transfer": "int64", "params_total": "int64", "params_trainable": "int64",
@@ -44,7 +45,8 @@ SCHEMA = {
         "precision": "object", "package_version": "object", "git_commit": "object",
         "config_hash": "object", "finished_at": "float64",
     },
-    "evaluations": {"run_id": "object", "profile": "object", "stage": "object", "eval_domain": "object"}
+    "evaluations": {"run_id": "object", "profile": "object", "stage": "object", "eval_domain": "object",
+                    "split": "object"}
     | {m: "float64" for m in METRICS},
     "histories": {
         "run_id": "object", "profile": "object", "stage": "object", "epoch": "int64",
@@ -112,13 +114,41 @@ def append_records(root: Path, series: str, records: dict[str, list[dict]]) -> N
         _write_atomic(new.reset_index(drop=True), path)
 
 
-def finished_runs(root: Path, series: str, profile: str) -> set[str]:
-    """Run ids already stored for ``profile``."""
+class StaleResultsError(ResultsError):
+    """Stored runs were made with other settings than the current ones."""
+
+
+def finished_runs(root: Path, series: str, profile: str, config_hash: str | None = None) -> set[str]:
+    """Run ids already stored for ``profile``.
+
+    With ``config_hash``, every stored run of ``profile`` must carry it: runs made with
+    other settings raise :class:`StaleResultsError`, which says how to move them aside
+    (results are never deleted here), so old and new runs never mix in one table.
+    """
     path = table_path(root, series, "runs")
     if not path.exists():
         return set()
     runs = read_table(root, series, "runs")
-    return set(runs.loc[runs["profile"] == profile, "run_id"])
+    mine = runs[runs["profile"] == profile]
+    if config_hash is not None:
+        stale = mine[mine["config_hash"] != config_hash]
+        if len(stale):
+            hashes = ", ".join(sorted(set(stale["config_hash"])))
+            raise StaleResultsError(
+                f"{len(stale)} of {len(mine)} stored {profile} runs in {path.parent} were made with other settings "
+                f"(config_hash {hashes}; now {config_hash}): move the folder aside (for example "
+                f"git mv {path.parent} {path.parent}-{hashes.split(',')[0]}) or pass another --results folder")
+    return set(mine["run_id"])
+
+
+def transfers(runs: pd.DataFrame) -> pd.DataFrame:
+    """The transfer runs of a runs table (control runs left out)."""
+    return runs[runs["kind"] == "transfer"]
+
+
+def controls(runs: pd.DataFrame) -> pd.DataFrame:
+    """The control runs: further training on the pretraining domain itself."""
+    return runs[runs["kind"] == "control"]
 
 
 def _reduce(frame: pd.DataFrame, rows: str, cols: str, metric: str, reduction: str, order: list[str]):
@@ -180,7 +210,7 @@ def _joined(runs: pd.DataFrame, evaluations: pd.DataFrame) -> tuple[pd.DataFrame
     if hit is not None and hit[0]() is runs and hit[1]() is evaluations and hit[2] == stamp:
         return hit[3]
     columns = ["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain", "freezing"]
-    chosen = runs[columns]
+    chosen = transfers(runs)[columns]
     stage = evaluations["stage"].to_numpy()
     # pretraining rows repeat in every run of a model: read them through one run per
     # model and freezing mode

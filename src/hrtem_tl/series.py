@@ -82,6 +82,14 @@ class Series:
     def __post_init__(self):
         if self.name not in SERIES_DOMAINS:
             raise ValueError(f"unknown series {self.name!r}; known series: {', '.join(SERIES_DOMAINS)}")
+        key = f"{self.name}_domains"
+        keep = getattr(self.profile.study, key, None)
+        if keep is not None:
+            known = [d.name for d in SERIES_DOMAINS[self.name]()]
+            unknown = [k for k in keep if k not in known]
+            if unknown or len(keep) < 2:
+                raise ValueError(f"profile {self.profile.name}: study.{key} must name at least two of "
+                                 f"{', '.join(known)}; got {list(keep)!r}")
 
     @property
     def domains(self) -> list[Domain]:
@@ -104,12 +112,37 @@ class Series:
         return list(dict.fromkeys(d.scene_set for d in self.domains))
 
     @property
-    def image_counts(self) -> tuple[int, int]:
-        """Scenes per scene set: (training, validation)."""
+    def shares_scenes(self) -> bool:
+        """Whether the domains image one scene set under several conditions (noise,
+        defocus, tlsize), rather than each domain having scenes of its own (structure)."""
+        return len(self.scene_sets) < len(self.domains)
+
+    @property
+    def transfer_split(self) -> str:
+        """The split a transfer set is drawn from: scenes no pretrained model saw.
+
+        Where domains share one scene set, the ``transfer`` split (scenes apart from
+        the pretraining ``train`` scenes); where each domain has scenes of its own, the
+        target's ``train`` split, which a model pretrained on another domain never saw.
+        """
+        return "transfer" if self.shares_scenes else "train"
+
+    @property
+    def split_counts(self) -> dict[str, int]:
+        """Scenes per scene set and split (``train``, ``transfer``, ``val``, ``test``)."""
         study, data = self.profile.study, self.profile.data
         if self.name == "structure":
-            return (study.structure_train_images or data.train_images, study.structure_val_images or data.val_images)
-        return data.train_images, data.val_images
+            counts = {"train": study.structure_train_images or data.train_images,
+                      "val": study.structure_val_images or data.val_images,
+                      "test": study.structure_test_images or data.test_images}
+        else:
+            counts = {"train": data.train_images, "val": data.val_images, "test": data.test_images}
+        largest = max(n or self.profile.training.transfer_images for n in self.transfer_sizes)
+        counts["transfer"] = largest if self.transfer_split == "transfer" else 0
+        if self.transfer_split == "train" and largest > counts["train"]:
+            raise ValueError(f"profile {self.profile.name}: a transfer set of {largest} images needs at least as many "
+                             f"training scenes per domain in series {self.name!r}, which has {counts['train']}")
+        return {split: counts[split] for split in ("train", "transfer", "val", "test")}
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -147,6 +180,14 @@ class Series:
             return []
         formula = {d.name: d.scene_set.formula for d in self.domains}
         return [(a, b) for a, b in self.transfer_pairs() if formula[a] == formula[b]]
+
+    @property
+    def has_controls(self) -> bool:
+        """Whether the grid holds control runs: each pretrained model trained further on
+        its own domain (``pretrain_domain == target_domain``) with the transfer stage's
+        settings, the baseline for what transfer learning does elsewhere. The tlsize
+        series, which only varies the transfer-set size, has none."""
+        return self.name != "tlsize"
 
     def transfer_eval_domains(self, pretrain_domain: str, target_domain: str) -> list[str]:
         """Domains a transferred model is evaluated on.

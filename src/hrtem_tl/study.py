@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from .config import Profile
 from .datasets import DEFAULT_ROOT, simulate_series
-from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrained, run_transfer
+from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, run_config_hash, run_transfer
 from .results import DEFAULT_RESULTS, append_records, finished_runs
 from .series import FREEZING, Series
+from .train import Precision
 
 EXECUTORS = ("local", "dask")
 
@@ -41,7 +42,7 @@ def plan(series: Series, freezing: tuple[str, ...] | None = None) -> list[RunSpe
     early = set(series.early_pairs())
     sources = list(dict.fromkeys(a for a, _ in pairs))
     parts = [[p for p in pairs if p in early], [p for p in pairs if p not in early]]
-    return [
+    grid = [
         RunSpec(series.name, a, b, f, seed, n)
         for seed in series.seeds
         for part in parts
@@ -51,6 +52,16 @@ def plan(series: Series, freezing: tuple[str, ...] | None = None) -> list[RunSpe
         for a, b in part
         if a == source
     ]
+    if not series.has_controls:
+        return grid
+    # each pretrained model's control run goes first among the runs that start from it
+    out, seen = [], set()
+    for spec in grid:
+        if spec.pretrain_id not in seen:
+            seen.add(spec.pretrain_id)
+            out.append(RunSpec(series.name, spec.pretrain_domain, spec.pretrain_domain, "none", spec.seed))
+        out.append(spec)
+    return out
 
 
 def _set_threads(threads: int | None) -> None:
@@ -65,7 +76,7 @@ def pretrain_job(profile: Profile, series: str, domain: str, seed: int, data_roo
     """Train (or find) one pretrained model; returns its pretrain id."""
     _set_threads(threads)
     pretrained(Series(series, profile), domain, seed, data_root=Path(data_root), checkpoints=Path(checkpoints))
-    return f"{series}|{domain}|s{seed}"
+    return pretrain_id(series, domain, seed)
 
 
 def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str,
@@ -170,8 +181,13 @@ def run_study(
     if unknown or not freezing:
         raise ValueError(f"unknown freezing mode(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
                          f"choose from {', '.join(FREEZING)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 new run, got {limit}")
+    precision = Precision.choose(profile.training.mixed_precision)
+    # stale stored runs stop the sweep before any simulation
+    finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
     simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
-    done = finished_runs(results_root, series.name, profile.name)
+    done = finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
     specs = plan(series, freezing)
     pending = [s for s in specs if s.run_id not in done]
     todo = pending[:limit]
