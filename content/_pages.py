@@ -19,11 +19,12 @@ import pandas as pd
 from IPython.display import HTML
 
 from hrtem_tl import analysis as A
+from hrtem_tl import stats as S
 from hrtem_tl.results import ResultsError, read_results
+from hrtem_tl.series import parse_structure_domain
 
 RESULTS = Path(os.environ.get("HRTEM_TL_RESULTS", "../data/results"))
 EXAMPLES = Path(os.environ.get("HRTEM_TL_EXAMPLES", "../data/examples"))
-BOOTSTRAP = int(os.environ.get("HRTEM_TL_BOOTSTRAP", "400"))  # replicates; same everywhere, so pages agree
 COMMANDS = {
     "noise": "hrtem-tl study noise --profile cpu",
     "structure": "hrtem-tl study structure --profile cpu",
@@ -40,7 +41,10 @@ STYLE = """<style>
 .hr-table th,.hr-table td{border-bottom:1px solid #ccc;padding:0.2em 0.6em;text-align:left;vertical-align:top}
 .hr-note{border-left:4px solid #d9a300;padding:0.3em 0.8em;background:#fff8e0}
 .hr-v{font-weight:600;padding:0 0.3em;border-radius:3px}
-.hr-holds{background:#d7f0d7}.hr-partly{background:#fff0c2}.hr-fails{background:#f8d4d4}.hr-untested{background:#e6e6e6}
+.hr-scroll{overflow-x:auto}
+.hr-holds{background:#d7f0d7}.hr-mixed{background:#fff0c2}.hr-inconclusive{background:#e3e8f4}
+.hr-refuted{background:#f8d4d4}.hr-untested{background:#e6e6e6}
+.hr-context td{color:#555;font-style:italic}
 </style>"""
 
 
@@ -124,7 +128,8 @@ def seconds(x) -> str:
 
 
 def badge(verdict: str) -> str:
-    cls = {A.HOLDS: "holds", A.PARTLY: "partly", A.FAILS: "fails", A.UNTESTED: "untested"}[verdict]
+    cls = {A.HOLDS: "holds", A.MIXED: "mixed", A.INCONCLUSIVE: "inconclusive", A.REFUTED: "refuted",
+           A.UNTESTED: "untested"}[verdict]
     return f'<span class="hr-v hr-{cls}">{html.escape(verdict)}</span>'
 
 
@@ -148,17 +153,29 @@ def scale_sentence(data: SeriesData) -> str:
                 f"<em>not yet tested</em>.</p>")
     r = data.runs
     first = r.iloc[0]
-    planned = planned_runs(data.name, data.profile)
     seeds = sorted(r["seed"].unique())
     note = PROFILE_MEANING.get(data.profile, "a custom scale")
     sizes = [fmt(int(n)) for n in sorted(r["transfer_images"].unique())]
     transfer = sizes[0] if len(sizes) == 1 else ", ".join(sizes[:-1]) + f" or {sizes[-1]}"
-    done = (f"all {fmt(planned)} runs of its grid" if len(r) >= planned
-            else f"{fmt(len(r))} of the {fmt(planned)} runs of its grid (the study was still running)")
+    if int(first["protocol"]) < 2:
+        done = f"{fmt(len(r))} runs"
+    else:
+        planned = planned_runs(data.name, data.profile)
+        done = (f"all {fmt(planned)} runs of its grid" if len(r) >= planned
+                else f"{fmt(len(r))} of the {fmt(planned)} runs of its grid (the study was still running)")
+    protocol = int(first["protocol"])
+    if protocol >= 2:
+        split = (f"{fmt(int(first['val_images']))} validation images (best epoch only) and "
+                 f"{fmt(int(first['test_images']))} test images per domain (every number reported); transfer sets "
+                 f"from scenes the pretrained model never saw; {fmt(int((r['kind'] == 'control').sum()))} control runs")
+    else:
+        split = (f"{fmt(int(first['val_images']))} validation images per domain, which both chose the best epoch and "
+                 "gave the reported numbers, and transfer sets drawn from the pretraining scenes "
+                 "(<strong>protocol 1, superseded</strong>: these results await their re-run on protocol 2)")
     return (f"<p>The <strong>{data.name}</strong> numbers on this page come from the <code>{data.profile}</code> profile "
-            f"({note}): {done}, seed(s) {', '.join(map(str, seeds))}; {fmt(int(first['pretrain_images']))} "
-            f"pretraining and {transfer} transfer images per domain, "
-            f"{fmt(int(first['val_images']))} validation images, training on random {fmt(int(first['crop']))} px crops, "
+            f"({note}), protocol {protocol}: {done}, seed(s) {', '.join(map(str, seeds))}; "
+            f"{fmt(int(first['pretrain_images']))} pretraining and {transfer} transfer images per domain, "
+            f"{split}; training on random {fmt(int(first['crop']))} px crops, "
             f"{fmt(int(first['pretrain_epochs']))} pretraining epochs of {fmt(int(first['pretrain_steps']))} mini-batches "
             f"and {fmt(int(first['transfer_epochs']))} transfer epochs of {fmt(int(first['transfer_steps']))}, "
             f"{first['precision']} on {first['device']}.</p>")
@@ -185,34 +202,88 @@ def assess(noise: SeriesData, structure: SeriesData, tlsize: SeriesData | None =
     """The claim table of :func:`hrtem_tl.analysis.assess_claims` (same settings on every page);
     the tlsize series is loaded here unless given."""
     tlsize = tlsize if tlsize is not None else load("tlsize")
-    return A.assess_claims(noise.pair, structure.pair, n=BOOTSTRAP, metrics=("loss", "dice"), tlsize=tlsize.pair)
+    return A.assess_claims(noise.pair, structure.pair, metrics=("loss", "dice"), tlsize=tlsize.pair)
 
 
 def interval_text(row) -> str:
-    """'estimate [lo, hi]' with the per-seed range when there are several seeds."""
+    """'estimate [lo, hi]' rounded to what the interval supports, with its units."""
     if row["verdict"] == A.UNTESTED and math.isnan(row["estimate"]):
         return "–"
-    pctish = row["metric"] == "time" or "share" in row["test"] or "fraction" in row["test"]
-    f = pct if pctish else fmt
-    text = f"{f(row['estimate'])} [{f(row['lo'])}, {f(row['hi'])}]"
-    if row.get("method") == "jackknife":
-        text += f" (leaving out one of {int(row['units'])} lattices at a time)"
-    elif row["units"] == 1:
-        text += " (one model per group: no spread)"
-    if row["seeds"] > 1:
-        text += f"; seeds {f(row['seed_min'])} to {f(row['seed_max'])}"
+    text = S.format_estimate(row["estimate"], row["lo"], row["hi"])
+    if not math.isnan(row["lo"]):
+        text += f" <small>({html.escape(row['method'])}; {int(row['units'])} units, {int(row['df'])} d.f.)</small>"
     return text
 
 
+def seed_text(row) -> str:
+    """The per-seed range of a part's statistic: the seed-to-seed noise floor."""
+    if row["seeds"] < 2:
+        return "one seed" if row["seeds"] == 1 else "–"
+    d = S.decimals_for(row["lo"], row["hi"]) if not math.isnan(row["lo"]) else 3
+    return f"{row['seed_min']:.{d}f} to {row['seed_max']:.{d}f} ({int(row['seeds'])} seeds)"
+
+
 def claim_rows_html(table: pd.DataFrame, claim: int) -> str:
+    """The parts of one claim: what is measured, estimate and interval, seed range,
+    threshold, verdict; context rows (which enter no verdict) in grey."""
     rows = table[table["claim"] == claim]
-    out = pd.DataFrame({
-        "series": rows["series"], "metric": rows["metric"].replace({"dice": "Dice", "time": "wall time"}),
-        "what is measured": rows["test"].map(lambda x: html.escape(str(x))),
-        "estimate [95 % interval]; per-seed range": [interval_text(r) for _, r in rows.iterrows()],
-        "claim needs": rows["threshold"].map(lambda x: html.escape(str(x))), "verdict": [badge(v) for v in rows["verdict"]],
-    })
-    return table_html(out)
+    body = []
+    for _, r in rows.iterrows():
+        context = not bool(r["primary"])
+        note = f"<br><small>{html.escape(r['note'])}</small>" if r["note"] and r["verdict"] != A.UNTESTED else ""
+        cells = [f"{claim}{r['part']}", r["series"], {"dice": "Dice", "time": "wall time"}.get(r["metric"], r["metric"]),
+                 html.escape(str(r["test"])) + note, interval_text(r), seed_text(r),
+                 html.escape(str(r["threshold_text"])),
+                 "context" if context else badge(r["verdict"])]
+        body.append(f'<tr{" class=hr-context" if context else ""}>' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = ("part", "series", "metric", "what is measured", "estimate [95 % interval]", "per-seed range",
+            "claim needs", "verdict")
+    return ('<div class="hr-scroll"><table class="hr-table"><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr>" + "".join(body) + "</table></div>")
+
+
+def claim_section(table: pd.DataFrame, claim: int) -> None:
+    """Show one claim: our wording, its verdict with each part's verdict, its table."""
+    summary = A.claim_summary(table).loc[claim]
+    parts = f" Parts: {html.escape(summary['parts'])}." if summary["parts"] else ""
+    show(f"<p><em>{html.escape(A.CLAIMS[claim])}</em></p>",
+         f"<p>Verdict from our data: {badge(summary['verdict'])}.{parts}</p>", claim_rows_html(table, claim))
+
+
+def forest_figure(table: pd.DataFrame):
+    """Every tested primary claim part on one axis: its distance from the threshold, on the
+    claim's side, in units of its own interval half-width (beyond +1: holds; below -1:
+    refuted; between: inconclusive). Hover gives the estimate in its own units."""
+    import plotly.graph_objects as go
+
+    rows = table[table["primary"].astype(bool) & (table["verdict"] != A.UNTESTED) & table["lo"].notna()].copy()
+    if rows.empty:
+        return None
+    half = (rows["hi"] - rows["lo"]) / 2
+    centre = (rows["hi"] + rows["lo"]) / 2
+    sign = np.where(rows["side"] == "below", -1.0, 1.0)
+    within = rows["side"] == "within"
+    # for an equivalence part the claimed side is "inside the band": margin = tolerance - |centre| - nothing
+    x = np.where(within, (rows["threshold"] - centre.abs()) / half, sign * (centre - rows["threshold"]) / half)
+    labels = [f"{r.claim}{r.part} {r.series} {r.metric}" for r in rows.itertuples()]
+    colours = {A.HOLDS: "#2a8a2a", A.INCONCLUSIVE: "#4a6fb0", A.REFUTED: "#c03030"}
+    fig = go.Figure()
+    for v, colour in colours.items():
+        keep = (rows["verdict"] == v).to_numpy()
+        if not keep.any():
+            continue
+        texts = [A.sentence(r) for _, r in rows[keep].iterrows()]
+        fig.add_trace(go.Scatter(x=x[keep], y=np.array(labels, dtype=object)[keep], mode="markers", name=v,
+                                 marker={"color": colour, "size": 9},
+                                 error_x={"type": "constant", "value": 1, "color": colour, "thickness": 1.5},
+                                 text=texts, hovertemplate="%{text}<extra></extra>"))
+    fig.add_vline(x=0, line={"color": "#888", "dash": "dot"})
+    fig.update_yaxes(autorange="reversed", title_text="")
+    fig.update_xaxes(title_text="distance from the threshold on the claim's side (interval half-widths)",
+                     zeroline=False)
+    fig.update_layout(height=max(320, 22 * len(rows) + 120), template="plotly_white",
+                      margin={"l": 150, "r": 10, "t": 30, "b": 60}, legend={"orientation": "h", "y": 1.05})
+    return fig
 
 
 def table_html(frame: pd.DataFrame) -> str:
@@ -265,7 +336,7 @@ def _domain_title(series: str, name: str, dose: float, defocus: float) -> tuple[
 
     if series == "noise":
         return f"noise series: {dose:g} e⁻/Å², defocus {defocus:g} nm", f"{dose:g}"
-    lattice, size = A.split_domain(name)
+    lattice, size = parse_structure_domain(name)
     lo, hi = SIZE_RADII[size]
     return (f"structure series: {formula(lattice)}, {size} particles (radius {lo / 10:g}–{hi / 10:g} nm), "
             f"{dose:g} e⁻/Å²", f"{formula(lattice)} {size[0].upper()}")

@@ -1,60 +1,65 @@
-"""Statistics behind the numbers of the paper's pages.
+"""The claims of the original study, tested on our results: statistics, verdicts, sentences.
 
 Everything here works on the tables of :mod:`hrtem_tl.results` (``runs`` and
 ``evaluations``) or on the long per-model tables built from them by
-:func:`model_cells`. The pages call these functions and print what they return;
-no measured number is typed into the text.
+:func:`model_cells`; generic statistics live in :mod:`hrtem_tl.stats`. The pages call
+these functions and print what they return; no measured number is typed into the text.
 
 Conventions
 -----------
 * A *cell* is a (pretraining domain, evaluated domain) pair; a *model* is one
   pretrained network (``pretrain_id``) after pretraining, or one transfer run
-  (``run_id``) after transfer learning.
+  (``run_id``) after transfer learning. Control runs (``kind == "control"``) are never
+  counted as transfers; they are the baseline of the out-of-distribution parts.
 * *Goodness* is a metric oriented so that larger is better: the metric itself for
   overlap measures, its negative for the loss (:func:`goodness`).
-* Variance shares (:func:`variance_shares`) split the spread of the cell means of a
-  matrix into a part explained by the rows (pretraining domain), a part explained by
-  the columns (evaluated or target domain) and a remainder (interaction), using an
-  additive two-way model fitted by least squares. For a complete matrix the three
-  shares are the classical eta-squared values and sum to 1; with missing cells (the
-  empty diagonal of a transfer matrix) they are type-II shares and may not.
-* Uncertainty comes from re-sampling models with replacement inside their groups
-  (:func:`bootstrap`) and from repeating a statistic seed by seed
-  (:func:`per_seed`). Claims about lattices (structure series) instead leave out one
-  pretraining lattice at a time (:func:`jackknife`): the question there is whether a
-  finding generalises across lattices, and one seed gives one model per lattice.
-* Verdicts (:func:`verdict`) compare a bootstrap interval with a threshold stated
-  in :data:`THRESHOLDS`; the pages print the thresholds beside the verdicts.
+* Units of uncertainty (:mod:`hrtem_tl.stats`): after pretraining, a pretrained model
+  (domain x seed) inside its pretraining domain; after transfer learning, a
+  (pair, seed) with every freezing run of it (freezing is a fixed factor of the
+  design, never a repeat), inside its pair; structure claims leave out one pretraining
+  lattice at a time (do the findings generalise over lattices?); paired designs
+  (freezing options from one pretrained model, transfer-set sizes of one pair, a
+  transfer beside its control) use per-pair differences with a t interval and a sign
+  count.
+* Verdicts of a part (:func:`verdict`): ``holds`` (the interval lies on the claimed
+  side of the threshold), ``refuted`` (wholly on the other side), ``inconclusive``
+  (it spans the threshold; ``detectable`` gives the smallest distance from the
+  threshold these data resolve). A claim's parts combine to their common verdict, or
+  to ``mixed`` when they differ (:func:`claim_summary` lists them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
 from .metrics import HIGHER_IS_BETTER, METRICS
+from .results import controls, transfers
+from .series import DOSES, parse_structure_domain
+from .stats import (LEVEL, additive_residuals, cell_means, format_estimate, group_jackknife, paired,
+                    stratified_jackknife, variance_shares)
 
 PROFILE_ORDER = ("paper", "gpu", "cpu", "smoke")  # largest scale first
-HOLDS, PARTLY, FAILS, UNTESTED = "holds", "partly", "does not hold", "not yet tested"
+HOLDS, REFUTED, MIXED, INCONCLUSIVE, UNTESTED = "holds", "refuted", "mixed", "inconclusive", "not yet tested"
+VERDICTS = (HOLDS, MIXED, INCONCLUSIVE, REFUTED, UNTESTED)
 
 #: Thresholds of the verdicts, in one place so the pages can print them.
 THRESHOLDS = {
     "strong_share": 0.25,  # a factor explaining at least this share of the cell variance "matters strongly"
     "weak_share": 0.10,  # a factor explaining at most this share "hardly matters"
     "most_share": 0.50,  # a factor explaining at least this share explains "most" of it
-    "worst_columns": 0.80,  # "worse across the board": worst in at least this share of columns
-    "monotonic": 0.80,  # Spearman correlation of target mean with the dose that counts as "follows"
     "removed": 0.50,  # transfer learning "removes most" of a gap: at most this fraction of it is left
     "little": 0.50,  # a size gap at most this fraction of the gap between lattices "matters little"
     "equal_dice": 0.01,  # two Dice values closer than this are "about as good"
     "equal_loss": 0.05,  # two losses whose relative difference is below this are "about as good"
-    "ood_share": 0.05,  # "can make out-of-distribution behaviour worse": in at least this share of cases
-    "level": 0.95,  # width of the bootstrap intervals
+    "level": LEVEL,  # width of every interval
     "min_lattices": 3,  # structure claims need pretrained models of at least this many lattices
 }
+
+DOSE = {f"dose{d}": float(d) for d in DOSES}  # noise-series domain -> dose [e-/Å²]
 
 
 # --------------------------------------------------------------------------- tables
@@ -86,227 +91,40 @@ def model_cells(runs: pd.DataFrame, evaluations: pd.DataFrame, stage: str, *,
                 freezing: Iterable[str] | None = None, target_only: bool = True) -> pd.DataFrame:
     """One row per model and evaluated domain, with every metric.
 
-    ``stage="pretrain"``: each pretrained model (``model`` = ``pretrain_id``) once per
-    evaluated domain, however many transfer runs share it; ``freezing`` is empty.
-    ``stage="transfer"``: each transfer run (``model`` = ``run_id``) on its target
-    domain, or on every domain with ``target_only=False``.
-    Columns: ``model, seed, freezing, pretrain_domain, target_domain, eval_domain`` and
-    the metrics. ``freezing`` keeps only runs with those modes.
+    ``stage="pretrain"``: each pretrained model (``model`` = ``unit`` = ``pretrain_id``)
+    once per evaluated domain, however many runs share it; ``freezing`` is empty.
+    ``stage="transfer"``: each transfer run (``model`` = ``run_id``; control runs left
+    out) on its target domain, or on every domain with ``target_only=False``; its
+    ``unit`` is the (pair, seed) it belongs to, shared by its freezing options.
+    Columns: ``model, unit, seed, freezing, pretrain_domain, target_domain,
+    eval_domain`` and the metrics. ``freezing`` keeps only runs with those modes.
     """
     if stage not in ("pretrain", "transfer"):
         raise ValueError(f"unknown stage {stage!r}; choose pretrain or transfer")
-    chosen = runs if freezing is None else runs[runs["freezing"].isin(list(freezing))]
+    chosen = runs if stage == "pretrain" else transfers(runs)
+    chosen = chosen if freezing is None else chosen[chosen["freezing"].isin(list(freezing))]
     keys = ["run_id", "profile", "pretrain_id", "seed", "freezing", "pretrain_domain", "target_domain"]
     ev = evaluations[evaluations["stage"] == stage].merge(chosen[keys], on=["run_id", "profile"])
     if stage == "pretrain":
         ev = ev.drop_duplicates(["profile", "pretrain_id", "eval_domain"]).assign(
-            model=lambda f: f["pretrain_id"], freezing="", target_domain="")
+            model=lambda f: f["pretrain_id"], unit=lambda f: f["pretrain_id"], freezing="", target_domain="")
     else:
-        ev = ev.assign(model=ev["run_id"])
+        ev = ev.assign(model=ev["run_id"],
+                       unit=ev["pretrain_domain"] + ">" + ev["target_domain"] + "|s" + ev["seed"].astype(str))
         if target_only:
             ev = ev[ev["eval_domain"] == ev["target_domain"]]
-    columns = ["model", "seed", "freezing", "pretrain_domain", "target_domain", "eval_domain", *METRICS]
-    labels = {c: object for c in columns[:6] if c != "seed"}  # numpy objects: faster to re-sample than arrow strings
+    columns = ["model", "unit", "seed", "freezing", "pretrain_domain", "target_domain", "eval_domain", *METRICS]
+    labels = {c: object for c in columns[:7] if c != "seed"}  # numpy objects: faster to slice than arrow strings
     return ev[columns].astype(labels).reset_index(drop=True)
-
-
-def cell_means(cells: pd.DataFrame, value: str, row: str = "pretrain_domain", col: str = "eval_domain",
-               order: list[str] | None = None) -> pd.DataFrame:
-    """The matrix of mean ``value`` per (row, column) cell; ``order`` fixes both axes.
-
-    Computed with numpy (``bincount`` over factorised labels): the bootstrap calls it
-    thousands of times.
-    """
-    r, r_labels = pd.factorize(cells[row].to_numpy(), sort=True)
-    c, c_labels = pd.factorize(cells[col].to_numpy(), sort=True)
-    v = cells[value].to_numpy(float)
-    ok = ~np.isnan(v)
-    size = len(r_labels) * len(c_labels)
-    key = r[ok] * len(c_labels) + c[ok]
-    sums = np.bincount(key, v[ok], minlength=size)
-    counts = np.bincount(key, minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / counts, np.nan).reshape(len(r_labels), len(c_labels))
-    matrix = pd.DataFrame(means, index=pd.Index(r_labels, name=row), columns=pd.Index(c_labels, name=col))
-    if order is not None:
-        matrix = matrix.reindex(index=order, columns=order)
-    return matrix
-
-
-# --------------------------------------------------------------------------- variance shares
-
-
-def _rss(y: np.ndarray, design: np.ndarray) -> float:
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = y - design @ coef
-    return float(resid @ resid)
-
-
-def _dummies(codes: np.ndarray) -> np.ndarray:
-    levels = np.unique(codes)
-    return (codes[:, None] == levels[None, :]).astype(float)
-
-
-def variance_shares(cells: pd.DataFrame, value: str, row: str = "pretrain_domain", col: str = "eval_domain",
-                    exclude_diagonal: bool = False) -> dict[str, float]:
-    """Shares of the variance of the cell means explained by rows, columns and neither.
-
-    The cells are first averaged (one mean per row x column); with
-    ``exclude_diagonal`` cells whose row equals their column are dropped. An additive
-    model ``mean = mu + a_row + b_col`` is fitted by least squares; the row share is
-    the drop in residual sum of squares when row effects are added to a
-    columns-only model (type II), relative to the total sum of squares, and likewise
-    for columns. ``residual`` is what the additive model leaves; ``shared`` is the rest
-    (0 for a complete matrix; with missing cells part of the spread can be credited to
-    rows or columns alike). Returns ``row``, ``col``, ``residual``, ``shared`` (NaN when
-    the cells do not vary, or when fewer than two rows or columns are present) and
-    ``cells`` (how many cells were used).
-    """
-    matrix = cell_means(cells, value, row, col)
-    values = matrix.to_numpy()
-    ri, ci = np.nonzero(~np.isnan(values))
-    if exclude_diagonal:
-        keep = matrix.index.to_numpy()[ri] != matrix.columns.to_numpy()[ci]
-        ri, ci = ri[keep], ci[keep]
-    y = values[ri, ci]
-    out = {"cells": float(len(y))}
-    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
-    if len(y) < 2 or total <= 1e-15 * max(1.0, float(y @ y)):
-        return out | {"row": np.nan, "col": np.nan, "residual": np.nan, "shared": np.nan}
-    if len(np.unique(ri)) < 2 or len(np.unique(ci)) < 2:  # one row or one column: nothing to split
-        return out | {"row": np.nan, "col": np.nan, "residual": np.nan, "shared": np.nan}
-    ones = np.ones((len(y), 1))
-    rows, cols = _dummies(ri), _dummies(ci)
-    full = _rss(y, np.hstack([ones, rows, cols]))
-    rows_only = _rss(y, np.hstack([ones, rows]))
-    cols_only = _rss(y, np.hstack([ones, cols]))
-    row_share, col_share = (cols_only - full) / total, (rows_only - full) / total
-    return out | {"row": row_share, "col": col_share, "residual": full / total,
-                  "shared": 1 - row_share - col_share - full / total}
-
-
-# --------------------------------------------------------------------------- uncertainty
-
-
-def bootstrap(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
-              groups: Iterable[str] = ("pretrain_domain",), unit: str = "model", n: int = 500,
-              seed: int = 0) -> pd.DataFrame:
-    """Re-sample models with replacement inside each group and recompute ``statistic``.
-
-    Every row of a drawn model comes along (a pretrained model keeps its whole row of
-    evaluations). ``statistic`` returns a number or a dict of numbers; the result has
-    one row per replicate.
-    """
-    rng = np.random.default_rng(seed)
-    cells = cells.reset_index(drop=True)
-    groups = list(groups)
-    members = []
-    parts = cells.groupby(groups, sort=True) if groups else [(None, cells)]
-    for _, frame in parts:
-        units = frame.groupby(unit, sort=True).indices
-        members.append([frame.index.to_numpy()[idx] for idx in units.values()])
-    values = []
-    for _ in range(n):
-        picks = []
-        for units in members:
-            for k in rng.integers(0, len(units), size=len(units)):
-                picks.append(units[k])
-        sample = cells.take(np.concatenate(picks)) if picks else cells.iloc[:0]
-        stat = statistic(sample)
-        values.append(stat if isinstance(stat, dict) else {"value": stat})
-    return pd.DataFrame(values)
-
-
-def jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], block: str) -> pd.DataFrame:
-    """``statistic`` recomputed with the rows of one value of ``block`` left out, for each
-    value in turn; one row per value left out (index: that value)."""
-    rows = {}
-    labels = cells[block].to_numpy()
-    for value in sorted(set(labels)):
-        stat = statistic(cells[labels != value])
-        rows[value] = stat if isinstance(stat, dict) else {"value": stat}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def jackknife_interval(estimate: float, values, level: float = THRESHOLDS["level"]) -> tuple[float, float]:
-    """Interval ``estimate`` ± t * jackknife standard error of the leave-one-out ``values``,
-    with Student's t for one fewer degrees of freedom than values (NaN ignored; needs two)."""
-    from scipy.stats import t
-
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    if len(values) < 2 or np.isnan(estimate):
-        return (np.nan, np.nan)
-    k = len(values)
-    se = float(np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2)))
-    q = float(t.ppf(0.5 + level / 2, k - 1))
-    return estimate - q * se, estimate + q * se
-
-
-def interval(values, level: float = THRESHOLDS["level"]) -> tuple[float, float]:
-    """Central ``level`` percentile interval of ``values`` (NaN ignored)."""
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return (np.nan, np.nan)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
-def per_seed(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict]) -> pd.DataFrame:
-    """``statistic`` computed on each seed's models alone; one row per seed."""
-    rows = {}
-    for seed, frame in cells.groupby("seed", sort=True):
-        stat = statistic(frame)
-        rows[seed] = stat if isinstance(stat, dict) else {"value": stat}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def summarise(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
-              groups: Iterable[str] = ("pretrain_domain",), n: int = 500, seed: int = 0,
-              leave_out: str | None = None) -> pd.DataFrame:
-    """Estimate, interval and per-seed range of each output of ``statistic``.
-
-    The interval (width ``THRESHOLDS['level']``) comes from :func:`bootstrap` over models
-    in ``groups``, or, with ``leave_out`` (a column, such as the pretraining lattice), from
-    :func:`jackknife` over that column's values. Returns one row per output with
-    ``estimate``, ``lo``, ``hi``, ``seed_min``, ``seed_max``, ``seeds``, ``units`` (the
-    fewest models in any re-sampling group, with 1 the interval says nothing; or the
-    number of values left out in turn) and ``method``.
-    """
-    groups = list(groups)
-    est = statistic(cells)
-    est = est if isinstance(est, dict) else {"value": est}
-    if leave_out is not None:
-        units, method = int(cells[leave_out].nunique()), "jackknife"
-        jack = jackknife(cells, statistic, leave_out)
-        spans = {key: jackknife_interval(float(value), jack[key]) if key in jack else (np.nan, np.nan)
-                 for key, value in est.items()}
-    else:
-        units = (int(cells.groupby(groups)["model"].nunique().min()) if groups and len(cells)
-                 else cells["model"].nunique())
-        method = "bootstrap"
-        boot = bootstrap(cells, statistic, groups=groups, n=n, seed=seed)
-        spans = {key: interval(boot[key]) if key in boot else (np.nan, np.nan) for key in est}
-    seeds = per_seed(cells, statistic)
-    rows = {}
-    for key, value in est.items():
-        lo, hi = spans[key]
-        col = seeds[key] if key in seeds else pd.Series(dtype=float)
-        rows[key] = {"estimate": float(value), "lo": lo, "hi": hi, "seed_min": float(col.min()) if len(col) else np.nan,
-                     "seed_max": float(col.max()) if len(col) else np.nan, "seeds": int(col.notna().sum()),
-                     "units": units, "method": method}
-    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # --------------------------------------------------------------------------- verdicts
 
 
 def verdict(lo: float, hi: float, threshold: float, above: bool = True) -> str:
-    """``holds`` if the interval [lo, hi] lies beyond ``threshold`` on the claimed side,
-    ``does not hold`` if it lies wholly on the other side, ``partly`` if it straddles it.
-    ``above`` says whether the claim is that the statistic exceeds the threshold."""
+    """``holds`` if [lo, hi] lies beyond ``threshold`` on the claimed side (``above``:
+    the claim is that the statistic exceeds it), ``refuted`` if it lies wholly on the
+    other side, ``inconclusive`` if it spans the threshold."""
     if np.isnan(lo) or np.isnan(hi):
         return UNTESTED
     if not above:
@@ -314,80 +132,78 @@ def verdict(lo: float, hi: float, threshold: float, above: bool = True) -> str:
     if lo > threshold:
         return HOLDS
     if hi < threshold:
-        return FAILS
-    return PARTLY
+        return REFUTED
+    return INCONCLUSIVE
+
+
+def equivalence(lo: float, hi: float, tol: float) -> str:
+    """``holds`` if [lo, hi] lies inside [-tol, tol], ``refuted`` if it lies wholly
+    outside it, ``inconclusive`` otherwise."""
+    if np.isnan(lo) or np.isnan(hi):
+        return UNTESTED
+    if -tol <= lo and hi <= tol:
+        return HOLDS
+    if hi < -tol or lo > tol:
+        return REFUTED
+    return INCONCLUSIVE
 
 
 def combine(*verdicts: str) -> str:
-    """One verdict for a claim made of parts: the common verdict, else ``partly``.
-
-    Untested parts are ignored unless every part is untested.
-    """
+    """One verdict for a claim made of parts: their common verdict, else ``mixed``.
+    Untested parts are ignored unless every part is untested."""
     tested = [v for v in verdicts if v != UNTESTED]
     if not tested:
         return UNTESTED
-    return tested[0] if all(v == tested[0] for v in tested) else PARTLY
+    return tested[0] if all(v == tested[0] for v in tested) else MIXED
 
 
 # --------------------------------------------------------------------------- claim statistics
 
 
-def worst_row_share(cells: pd.DataFrame, value: str, row_label: str, metric: str,
-                    row: str = "pretrain_domain", col: str = "eval_domain") -> float:
-    """Share of columns in which the models of ``row_label`` have the worst mean ``value``
-    (NaN with fewer than two rows: there is nothing to be worse than)."""
-    matrix = goodness(cell_means(cells, value, row, col), metric)
-    matrix = matrix.dropna(axis=1, how="all")
-    if row_label not in matrix.index or matrix.empty or len(matrix.index) < 2:
+def tolerance(metric: str) -> float:
+    """The "about as good" tolerance: relative for the loss, absolute otherwise."""
+    return THRESHOLDS["equal_loss"] if metric == "loss" else THRESHOLDS["equal_dice"]
+
+
+def lowest_row_gap(cells: pd.DataFrame, value: str, metric: str, row_label: str) -> dict[str, float]:
+    """Goodness of the ``row_label`` models minus the mean of the other rows, per
+    evaluated domain: ``mean`` over domains and ``best`` (the domain where the
+    ``row_label`` models are least behind; below 0 = behind on every domain)."""
+    matrix = goodness(cell_means(cells, value), metric)
+    if row_label not in matrix.index or len(matrix.index) < 2:
+        return {"mean": np.nan, "best": np.nan}
+    gap = (matrix.loc[row_label] - matrix.drop(index=row_label).mean()).dropna()
+    return {"mean": float(gap.mean()), "best": float(gap.max())} if len(gap) else {"mean": np.nan, "best": np.nan}
+
+
+def dose_slope(cells: pd.DataFrame, value: str, metric: str, by: str = "eval_domain") -> float:
+    """Least-squares slope of the mean goodness per ``by`` dose against log2(dose)
+    [goodness per doubling of the dose]; NaN with fewer than two doses."""
+    means = goodness(cells.groupby(by)[value].mean(), metric)
+    means = means[[d in DOSE for d in means.index]]
+    if len(means) < 2:
         return np.nan
-    worst = matrix.idxmin(axis=0)
-    return float((worst == row_label).mean())
-
-
-def _group_means(cells: pd.DataFrame, value: str, by: str) -> pd.Series:
-    codes, labels = pd.factorize(cells[by].to_numpy(), sort=True)
-    v = cells[value].to_numpy(float)
-    ok = ~np.isnan(v)
-    counts = np.bincount(codes[ok], minlength=len(labels))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.bincount(codes[ok], v[ok], minlength=len(labels)) / counts
-    return pd.Series(means, index=labels).dropna()
-
-
-def _rank_correlation(values: pd.Series, numeric: dict[str, float]) -> float:
-    """Spearman correlation of ``values`` with the numbers of their labels (NaN with fewer
-    than three labels or without spread)."""
-    keep = [k for k in values.index if k in numeric]
-    if len(keep) < 3:
-        return np.nan
-    x = pd.Series([numeric[k] for k in keep]).rank().to_numpy()
-    y = values[keep].rank().to_numpy()
-    if x.std() == 0 or y.std() == 0:
-        return np.nan
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def trend(cells: pd.DataFrame, value: str, metric: str, numeric: dict[str, float], by: str = "eval_domain") -> float:
-    """Spearman correlation of the mean goodness per ``by`` domain with its number (e.g. dose)."""
-    return _rank_correlation(goodness(_group_means(cells, value, by), metric), numeric)
-
-
-def spread_trend(cells: pd.DataFrame, value: str, numeric: dict[str, float], by: str = "size",
-                 within: str = "target_domain") -> float:
-    """Spearman correlation of the spread of ``value`` per ``by`` group with its number
-    (negative: the spread shrinks as the number grows). The spread of a group is the
-    standard deviation over its models inside each ``within`` group, averaged."""
-    return _rank_correlation(cells.groupby([by, within])[value].std().groupby(level=0).mean().dropna(), numeric)
+    x = np.log2([DOSE[d] for d in means.index])
+    return float(np.polyfit(x, means.to_numpy(float), 1)[0])
 
 
 def class_contrast(cells: pd.DataFrame, value: str, metric: str, classes: dict[str, object],
-                   row: str = "pretrain_domain", col: str = "eval_domain") -> float:
+                   main_effects_removed: bool = True) -> float:
     """Mean goodness of off-diagonal cells whose two domains share a class, minus that of
-    cells whose domains differ in class (positive: a model does better within its class)."""
-    matrix = goodness(cell_means(cells, value, row, col), metric)
+    cells whose classes differ (positive: models do better within their class).
+
+    With ``main_effects_removed`` the row (pretraining domain) and column (evaluated
+    domain) effects of an additive fit are taken out first, so that a lattice that is
+    easy for every model, or a model that is good everywhere, does not pass for a
+    class effect.
+    """
+    matrix = goodness(cell_means(cells, value), metric)
     rows = [d for d in matrix.index if d in classes]
     cols = [d for d in matrix.columns if d in classes]
-    values = matrix.loc[rows, cols].to_numpy()
+    matrix = matrix.loc[rows, cols]
+    if main_effects_removed:
+        matrix = additive_residuals(matrix)
+    values = matrix.to_numpy()
     rc = np.array([classes[d] for d in rows], dtype=object)[:, None]
     cc = np.array([classes[d] for d in cols], dtype=object)[None, :]
     off = np.array(rows, dtype=object)[:, None] != np.array(cols, dtype=object)[None, :]
@@ -406,13 +222,11 @@ def lighter_pairs(classes: dict[str, object], weight: dict[str, float]) -> list[
     return pairs
 
 
-def lighter_advantage(cells: pd.DataFrame, value: str, metric: str, pairs: list[tuple[str, str]],
-                      row: str = "pretrain_domain", col: str = "eval_domain") -> dict[str, float]:
-    """For each (lighter, heavier) pair: mean goodness of the model pretrained on the
-    lighter domain minus that of the model pretrained on the heavier one, both over the
-    evaluated domains other than the pair itself. Returns ``mean`` (over pairs) and
-    ``share`` (fraction of pairs where the lighter one does better)."""
-    matrix = goodness(cell_means(cells, value, row, col), metric)
+def lighter_advantage(cells: pd.DataFrame, value: str, metric: str, pairs: list[tuple[str, str]]) -> float:
+    """Mean over (lighter, heavier) pairs of the goodness of the model pretrained on the
+    lighter domain minus that of the heavier one, both over the evaluated domains other
+    than the pair itself (positive: the lighter element's model does better)."""
+    matrix = goodness(cell_means(cells, value), metric)
     diffs = []
     for light, heavy in pairs:
         if light not in matrix.index or heavy not in matrix.index:
@@ -421,15 +235,35 @@ def lighter_advantage(cells: pd.DataFrame, value: str, metric: str, pairs: list[
         d = matrix.loc[light, others].mean() - matrix.loc[heavy, others].mean()
         if not np.isnan(d):
             diffs.append(d)
-    if not diffs:
-        return {"mean": np.nan, "share": np.nan}
-    return {"mean": float(np.mean(diffs)), "share": float(np.mean(np.asarray(diffs) > 0))}
+    return float(np.mean(diffs)) if diffs else np.nan
 
 
-def split_domain(domain: str) -> tuple[str, str]:
-    """``'Fe3O4_small'`` -> ``('Fe3O4', 'small')``."""
-    lattice, _, size = domain.rpartition("_")
-    return lattice, size
+def structure_types(domains: Iterable[str]) -> dict[str, str]:
+    """Structure type (wurtzite, fcc, diamond, spinel, bcc) of each structure domain."""
+    from .lattices import LATTICES
+
+    return {d: LATTICES[parse_structure_domain(d)[0]].structure_type for d in domains
+            if parse_structure_domain(d)[0] in LATTICES}
+
+
+def space_groups(domains: Iterable[str]) -> dict[str, int]:
+    """Space-group number of each structure domain's lattice."""
+    from .lattices import LATTICES
+
+    return {d: LATTICES[parse_structure_domain(d)[0]].spacegroup for d in domains
+            if parse_structure_domain(d)[0] in LATTICES}
+
+
+def mean_atomic_number(domains: Iterable[str]) -> dict[str, float]:
+    """Mean atomic number of each structure domain's formula unit (a lightness measure)."""
+    from ase.data import atomic_numbers
+    from ase.formula import Formula
+
+    out = {}
+    for d in domains:
+        counts = Formula(parse_structure_domain(d)[0]).count()
+        out[d] = sum(atomic_numbers[el] * n for el, n in counts.items()) / sum(counts.values())
+    return out
 
 
 def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) -> dict[str, float]:
@@ -456,10 +290,10 @@ def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) ->
     for target in m_pre.columns:
         if target not in m_pre.index:
             continue
-        lattice, size = split_domain(target)
+        lattice, size = parse_structure_domain(target)
         own = g_pre[(target, target)]
         for source in m_pre.index:
-            s_lat, s_size = split_domain(source)
+            s_lat, s_size = parse_structure_domain(source)
             cost = own - g_pre[(source, target)]
             if s_lat != lattice and s_size == size and not np.isnan(cost):
                 lattice_cost.append(cost)
@@ -482,24 +316,24 @@ def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) ->
 
 def paired_freezing(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str,
                     reference: str = "none") -> pd.DataFrame:
-    """Each transfer run beside its twin with ``reference`` freezing.
+    """Each transfer run beside its twin with ``reference`` freezing (same pretrained
+    model, same target, same seed).
 
-    Twins share series, pretraining and target domain and seed. Returns one row per
-    run with a freezing mode other than ``reference``: ``freezing``, ``diff`` (goodness
-    minus the twin's; positive = better than the reference), ``rel`` (relative change
-    of the raw metric), ``time_ratio`` (transfer wall time over the twin's) and
-    ``pair`` (the twin key).
+    One row per run with a freezing mode other than ``reference``: ``freezing``,
+    ``pair`` (``source>target``), ``unit`` (pair and seed), ``seed``,
+    ``pretrain_domain``, ``diff`` (goodness minus the twin's; positive = better than
+    the reference), ``rel`` (relative change of the raw metric) and ``time_ratio``
+    (transfer wall time over the twin's).
     """
     post = model_cells(runs, evaluations, "transfer")
     post = post.merge(runs[["run_id", "wall_transfer_s"]], left_on="model", right_on="run_id")
-    post["pair"] = post["pretrain_domain"] + ">" + post["target_domain"] + "|s" + post["seed"].astype(str)
-    ref = post[post["freezing"] == reference].set_index("pair")
-    other = post[post["freezing"] != reference]
-    other = other[other["pair"].isin(ref.index)]
-    base = ref.loc[other["pair"]]
+    ref = post[post["freezing"] == reference].set_index("unit")
+    other = post[(post["freezing"] != reference) & post["unit"].isin(ref.index)]
+    base = ref.loc[other["unit"]]
     return pd.DataFrame({
         "freezing": other["freezing"].to_numpy(),
-        "pair": other["pair"].to_numpy(),
+        "pair": (other["pretrain_domain"] + ">" + other["target_domain"]).to_numpy(),
+        "unit": other["unit"].to_numpy(),
         "seed": other["seed"].to_numpy(),
         "pretrain_domain": other["pretrain_domain"].to_numpy(),
         "diff": goodness(other[metric].to_numpy() - base[metric].to_numpy(), metric),
@@ -508,9 +342,14 @@ def paired_freezing(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str,
     })
 
 
+def per_pair(frame: pd.DataFrame, value: str, by: str = "pair") -> pd.Series:
+    """Mean of ``value`` per ``by`` (over seeds): one paired difference per pair."""
+    return frame.groupby(by)[value].mean()
+
+
 def freezing_table(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics: Iterable[str] = ("loss", "dice")) -> pd.DataFrame:
-    """Per freezing mode: runs, trainable parameters, median transfer wall time and the
-    median of each metric on the target after transfer learning."""
+    """Per freezing mode: transfer runs, trainable parameters, median transfer wall time
+    and the median of each metric on the target after transfer learning."""
     post = model_cells(runs, evaluations, "transfer").merge(
         runs[["run_id", "params_trainable", "params_total", "wall_transfer_s"]], left_on="model", right_on="run_id")
     table = post.groupby("freezing").agg(
@@ -521,56 +360,58 @@ def freezing_table(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics: Itera
     return table
 
 
-def ood_changes(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Change of each transfer run on domains it was not transferred to.
+def control_changes(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """What transfer learning did on domains other than its target, against the control.
 
-    One row per run and evaluated domain other than its target: ``change`` = goodness
-    after transfer learning minus goodness of the same pretrained model before it
-    (negative = transfer learning made it worse there), ``kind`` = ``source`` for the
-    pretraining domain itself, else ``other``.
+    One row per transfer run and evaluated domain other than its target: ``change`` =
+    goodness after transfer learning minus goodness of the same pretrained model before
+    it; ``control_change`` = the same for the model's control run (the transfer stage's
+    training on its own pretraining domain) on that domain; ``excess`` = change minus
+    control change (negative: transfer learning did worse there than the same amount of
+    further training at home). ``kind`` is ``source`` for the pretraining domain, else
+    ``other``. Empty when there are no control runs.
     """
+    ctrl = controls(runs)
+    if ctrl.empty:
+        return pd.DataFrame(columns=["model", "pair", "unit", "seed", "freezing", "pretrain_domain",
+                                     "target_domain", "eval_domain", "kind", "change", "control_change", "excess"])
     after = model_cells(runs, evaluations, "transfer", target_only=False)
-    before = model_cells(runs, evaluations, "pretrain")
-    before = before.assign(pretrain_id=before["model"])[["pretrain_id", "eval_domain", metric]]
     after = after.merge(runs[["run_id", "pretrain_id"]], left_on="model", right_on="run_id")
     after = after[after["eval_domain"] != after["target_domain"]]
-    merged = after.merge(before, on=["pretrain_id", "eval_domain"], suffixes=("", "_before"))
-    change = goodness(merged[metric] - merged[f"{metric}_before"], metric)
-    rel = merged[metric] / merged[f"{metric}_before"] - 1
-    kind = np.where(merged["eval_domain"] == merged["pretrain_domain"], "source", "other")
-    return pd.DataFrame({"model": merged["model"], "seed": merged["seed"], "freezing": merged["freezing"],
-                         "pretrain_domain": merged["pretrain_domain"], "target_domain": merged["target_domain"],
-                         "eval_domain": merged["eval_domain"], "kind": kind, "change": change, "rel": rel})
+    before = model_cells(runs, evaluations, "pretrain")
+    before = before.rename(columns={"model": "pretrain_id", metric: "before"})[["pretrain_id", "eval_domain", "before"]]
+    home = evaluations[(evaluations["stage"] == "transfer") & evaluations["run_id"].isin(ctrl["run_id"])]
+    home = home.merge(ctrl[["run_id", "pretrain_id"]], on="run_id").rename(columns={metric: "control"})
+    merged = (after.merge(before, on=["pretrain_id", "eval_domain"])
+              .merge(home[["pretrain_id", "eval_domain", "control"]], on=["pretrain_id", "eval_domain"]))
+    change = goodness(merged[metric] - merged["before"], metric)
+    control = goodness(merged["control"] - merged["before"], metric)
+    return pd.DataFrame({
+        "model": merged["model"], "pair": merged["pretrain_domain"] + ">" + merged["target_domain"],
+        "unit": merged["unit"], "seed": merged["seed"], "freezing": merged["freezing"],
+        "pretrain_domain": merged["pretrain_domain"], "target_domain": merged["target_domain"],
+        "eval_domain": merged["eval_domain"],
+        "kind": np.where(merged["eval_domain"] == merged["pretrain_domain"], "source", "other"),
+        "change": change, "control_change": control, "excess": change - control})
 
 
-def worse_share(changes: pd.DataFrame, metric: str) -> float:
-    """Share of rows of :func:`ood_changes` that got worse by more than the tolerance of
-    ``metric`` (``equal_dice`` in absolute terms for overlap measures, ``equal_loss``
-    relative for the loss)."""
-    if changes.empty:
-        return np.nan
-    if metric == "loss":
-        worse = changes["rel"] > THRESHOLDS["equal_loss"]
-    else:
-        worse = changes["change"] < -THRESHOLDS["equal_dice"]
-    return float(worse.mean())
+def worse_than_start(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Each transfer run on its target beside the pretrained model it started from.
 
-
-def tolerance(metric: str) -> float:
-    """The "about as good" tolerance: relative for the loss, absolute otherwise."""
-    return THRESHOLDS["equal_loss"] if metric == "loss" else THRESHOLDS["equal_dice"]
-
-
-def equivalence(lo: float, hi: float, tol: float) -> str:
-    """``holds`` if [lo, hi] lies inside [-tol, tol], ``does not hold`` if it lies wholly
-    outside it, ``partly`` otherwise."""
-    if np.isnan(lo) or np.isnan(hi):
-        return UNTESTED
-    if -tol <= lo and hi <= tol:
-        return HOLDS
-    if hi < -tol or lo > tol:
-        return FAILS
-    return PARTLY
+    Columns: ``model``, ``pair``, ``freezing``, ``seed``, ``same_lattice`` (a structure
+    transfer between the two sizes of one lattice), ``start``, ``end`` (goodness before
+    and after transfer learning, on the target's test split) and ``worse`` (end < start).
+    """
+    post = model_cells(runs, evaluations, "transfer").merge(runs[["run_id", "pretrain_id"]], left_on="model",
+                                                             right_on="run_id")
+    pre = model_cells(runs, evaluations, "pretrain").rename(columns={"model": "pretrain_id", metric: "start"})
+    merged = post.merge(pre[["pretrain_id", "eval_domain", "start"]], on=["pretrain_id", "eval_domain"])
+    end, start = goodness(merged[metric], metric), goodness(merged["start"], metric)
+    lattice = [parse_structure_domain(a)[0] == parse_structure_domain(b)[0] and "_" in a
+               for a, b in zip(merged["pretrain_domain"], merged["target_domain"])]
+    return pd.DataFrame({"model": merged["model"], "pair": merged["pretrain_domain"] + ">" + merged["target_domain"],
+                         "freezing": merged["freezing"], "seed": merged["seed"], "same_lattice": lattice,
+                         "start": start, "end": end, "worse": end < start})
 
 
 # --------------------------------------------------------------------------- the six claims
@@ -591,75 +432,94 @@ CLAIMS = {
        "can degrade out-of-distribution performance.",
 }
 
-DOSE = {f"dose{d}": float(d) for d in (30, 75, 150, 300, 600)}
+COLUMNS = ["claim", "part", "series", "metric", "test", "estimate", "lo", "hi", "df", "detectable", "seed_min",
+           "seed_max", "seeds", "units", "method", "threshold", "side", "threshold_text", "verdict", "primary", "note"]
 
 
-def space_groups(domains: Iterable[str]) -> dict[str, int]:
-    """Space-group number of each structure domain's lattice."""
-    from .lattices import LATTICES
-
-    return {d: LATTICES[split_domain(d)[0]].spacegroup for d in domains if split_domain(d)[0] in LATTICES}
-
-
-def mean_atomic_number(domains: Iterable[str]) -> dict[str, float]:
-    """Mean atomic number of each structure domain's formula unit (a lightness measure)."""
-    from ase.formula import Formula
-    from ase.data import atomic_numbers
-
-    out = {}
-    for d in domains:
-        counts = Formula(split_domain(d)[0]).count()
-        out[d] = sum(atomic_numbers[el] * n for el, n in counts.items()) / sum(counts.values())
+def _per_seed(cells: pd.DataFrame, fn, key: str) -> list[float]:
+    """The statistic ``fn(...)[key]`` on each seed's rows alone (the seed-to-seed noise floor)."""
+    out = []
+    for _, frame in cells.groupby("seed", sort=True):
+        value = fn(frame)
+        out.append(float(value[key] if isinstance(value, dict) else value))
     return out
 
 
-def _row(claim, part, series, metric, text, threshold, stats, key, above=True, kind="threshold"):
-    s = stats.loc[key]
-    if kind == "equivalence":
-        v = equivalence(s["lo"], s["hi"], threshold)
-        shown = f"within ±{threshold:g}"
+def _row(claim, part, series, metric, test, stat: dict, threshold: float, *, side: str = "above",
+         seeds: list[float] | None = None, units: int = 0, method: str = "", primary: bool = True,
+         note: str = "") -> dict:
+    """One claim part: estimate, interval, verdict against ``threshold`` on ``side``
+    (``above``, ``below`` or ``within`` ±threshold)."""
+    lo, hi = stat["lo"], stat["hi"]
+    if side == "within":
+        v, text = equivalence(lo, hi, threshold), f"within ±{threshold:g}"
     else:
-        v = verdict(s["lo"], s["hi"], threshold, above)
-        shown = f"{'>' if above else '<'} {threshold:g}"
-    return {"claim": claim, "part": part, "series": series, "metric": metric, "test": text,
-            "estimate": s["estimate"], "lo": s["lo"], "hi": s["hi"], "seed_min": s["seed_min"],
-            "seed_max": s["seed_max"], "seeds": s["seeds"], "units": s["units"], "method": s["method"],
-            "threshold": shown, "verdict": v}
+        v, text = verdict(lo, hi, threshold, above=side == "above"), f"{'>' if side == 'above' else '<'} {threshold:g}"
+    seeds = [s for s in (seeds or []) if not np.isnan(s)]
+    return {"claim": claim, "part": part, "series": series, "metric": metric, "test": test,
+            "estimate": stat["estimate"], "lo": lo, "hi": hi, "df": stat.get("df", 0),
+            "detectable": (hi - lo) / 2 if not np.isnan(lo) else np.nan,
+            "seed_min": min(seeds) if seeds else np.nan, "seed_max": max(seeds) if seeds else np.nan,
+            "seeds": len(seeds), "units": units, "method": method, "threshold": threshold, "side": side,
+            "threshold_text": text, "verdict": v, "primary": primary, "note": note}
 
 
-def _untested(claim, part, series, text, why):
-    return {"claim": claim, "part": part, "series": series, "metric": "", "test": text, "estimate": np.nan,
-            "lo": np.nan, "hi": np.nan, "seed_min": np.nan, "seed_max": np.nan, "seeds": 0, "units": 0, "method": "",
-            "threshold": why, "verdict": UNTESTED}
+def _untested(claim, part, series, test, why):
+    nan = {"estimate": np.nan, "lo": np.nan, "hi": np.nan}
+    return _row(claim, part, series, "", test, nan, np.nan, note=why) | {"verdict": UNTESTED, "threshold_text": why}
 
 
-def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500) -> list[dict]:
-    """Rows of claims 1 and 2 from the noise series (one profile)."""
+def _jack(cells, fn, *, unit: str, strata: list[str]):
+    return stratified_jackknife(cells, fn, unit=unit, strata=strata)
+
+
+def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
+    """Rows of claims 1 and 2 from the noise series (one profile).
+
+    After pretraining the unit is a pretrained model inside its dose; after transfer
+    learning it is a (pair, seed) with all its freezing runs, inside its pair.
+    """
     T = THRESHOLDS
     rows = []
     pre = model_cells(runs, evaluations, "pretrain")
     post = model_cells(runs, evaluations, "transfer")
     doses = sorted({d for d in pre["pretrain_domain"] if d in DOSE}, key=DOSE.get)
+    if len(doses) < 2:
+        return [_untested(c, "", "noise", "needs models of two doses or more", "fewer than two doses") for c in (1, 2)]
+    lowest = doses[0]
+    n_pre = pre["unit"].nunique()
     for m in metrics:
-        st = summarise(pre, lambda f: {"share": variance_shares(f, m)["row"],
-                                       "worst": worst_row_share(f, m, doses[0], m) if doses else np.nan},
-                       groups=("pretrain_domain",), n=n)
+        def before(f, m=m):
+            gap = lowest_row_gap(f, m, m, lowest)
+            return {"share": variance_shares(f, m)["row"], "gap": gap["mean"], "best": gap["best"]}
+
+        st = _jack(pre, before, unit="unit", strata=["pretrain_domain"])
+        common = dict(units=n_pre, method="jackknife over pretrained models, within dose")
         rows.append(_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
-                         T["strong_share"], st, "share"))
-        rows.append(_row(1, "b", "noise", m, "share of evaluated doses on which the lowest-dose models are the worst",
-                         T["worst_columns"], st, "worst"))
+                         st["share"], T["strong_share"], seeds=_per_seed(pre, before, "share"), **common))
+        rows.append(_row(1, "b", "noise", m, f"lowest-dose ({DOSE[lowest]:g} e-/Å²) models minus the others, mean over "
+                         "evaluated doses (goodness; negative = the lowest dose is worse)", st["gap"], 0.0,
+                         side="below", seeds=_per_seed(pre, before, "gap"), **common))
+        rows.append(_row(1, "c", "noise", m, "the same on the evaluated dose where the lowest-dose models are least "
+                         "behind (negative = worse on every dose)", st["best"], 0.0, side="below",
+                         seeds=_per_seed(pre, before, "best"), **common))
 
         def after(f, m=m):
             shares = variance_shares(f, m, exclude_diagonal=True)
-            return {"pre": shares["row"], "target": shares["col"], "trend": trend(f, m, m, DOSE)}
+            return {"pre": shares["row"], "target": shares["col"], "slope": dose_slope(f, m, m)}
 
-        st = summarise(post, after, groups=("pretrain_domain", "eval_domain"), n=n)
+        if post.empty:
+            continue
+        st = _jack(post, after, unit="unit", strata=["pretrain_domain", "eval_domain"])
+        common = dict(units=post["unit"].nunique(), method="jackknife over (pair, seed), within pair; "
+                      "freezing options a fixed factor")
         rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
-                         T["weak_share"], st, "pre", above=False))
+                         st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
         rows.append(_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
-                         T["most_share"], st, "target"))
-        rows.append(_row(2, "c", "noise", m, "rank correlation of after-TL performance with the target dose",
-                         T["monotonic"], st, "trend"))
+                         st["target"], T["most_share"], seeds=_per_seed(post, after, "target"), **common))
+        rows.append(_row(2, "c", "noise", m, "slope of after-TL goodness on the target dose (per doubling; "
+                         "positive = better at higher dose)", st["slope"], 0.0, seeds=_per_seed(post, after, "slope"),
+                         **common))
     return rows
 
 
@@ -669,111 +529,132 @@ def _small(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
-    """Rows of claims 3, 4 and 5 from the structure series (one profile; jackknife intervals)."""
+    """Rows of claims 3, 4 and 5 from the structure series (one profile). Intervals leave
+    out one pretraining lattice, with both its sizes and all seeds, at a time."""
     T = THRESHOLDS
     rows = []
-    # Intervals leave out one pretraining lattice (with both its sizes) at a time.
     pre, post = (model_cells(runs, evaluations, stage).assign(lattice=lambda f: [
-        split_domain(d)[0] for d in f["pretrain_domain"]]) for stage in ("pretrain", "transfer"))
+        parse_structure_domain(d)[0] for d in f["pretrain_domain"]]) for stage in ("pretrain", "transfer"))
     small_pre, small_post = _small(pre), _small(post)
-    # A running study fills the matrices one pretrained model at a time: speak about
-    # lattices only once enough of them have rows.
-    sources = {split_domain(d) for d in pre["pretrain_domain"].unique()}
+    sources = {parse_structure_domain(d) for d in pre["pretrain_domain"].unique()}
     small = sorted(lat for lat, size in sources if size == "small")
-    paired = sorted(lat for lat in small if (lat, "large") in sources)  # both sizes pretrained
+    paired_sizes = sorted(lat for lat in small if (lat, "large") in sources)
     need = T["min_lattices"]
-    if len(small) < need:  # then also len(paired) < need: nothing to say yet
+    if len(small) < need:
         why = (f"small-particle models of {len(small)} lattice(s) so far ({', '.join(small) or 'none'}); "
                f"needs at least {need}")
         return [_untested(c, "", "structure", text, why) for c, text in (
             (3, "structure classes after pretraining"), (4, "target versus pretraining lattice after TL"),
             (5, "effect of particle size"))]
-    transferred = sorted({split_domain(d)[0] for d in small_post["pretrain_domain"].unique()})
-    targets_tested, sizes_tested = len(transferred) >= need, len(paired) >= need
+    transferred = sorted({parse_structure_domain(d)[0] for d in small_post["pretrain_domain"].unique()})
+    targets_tested, sizes_tested = len(transferred) >= need, len(paired_sizes) >= need
     if not targets_tested:
         rows.append(_untested(4, "", "structure", "target versus pretraining lattice after TL",
                               f"transfers between small-particle lattices from {len(transferred)} pretraining "
                               f"lattice(s) so far ({', '.join(transferred) or 'none'}); needs at least {need}"))
     if not sizes_tested:
         rows.append(_untested(5, "", "structure", "effect of particle size",
-                              f"models of both particle sizes for {len(paired)} lattice(s) so far "
-                              f"({', '.join(paired)}); needs at least {need}"))
+                              f"models of both particle sizes for {len(paired_sizes)} lattice(s) so far "
+                              f"({', '.join(paired_sizes)}); needs at least {need}"))
     domains = sorted(set(small_pre["pretrain_domain"]))
-    classes = space_groups(domains)
-    pairs = lighter_pairs(classes, mean_atomic_number(domains))
+    types, groups = structure_types(domains), space_groups(domains)
+    pairs = lighter_pairs(types, mean_atomic_number(domains))
     both = pd.concat([pre.assign(stage="pretrain"), post.assign(stage="transfer")], ignore_index=True)
+    method = "jackknife leaving out one pretraining lattice"
     for m in metrics:
-        st = summarise(small_pre, lambda f: {"class": class_contrast(f, m, m, classes),
-                                             "light": lighter_advantage(f, m, m, pairs)["mean"]},
-                       leave_out="lattice")
-        rows.append(_row(3, "a", "structure", m, "same-class minus other-class performance after pretraining "
-                         "(small particles)", 0.0, st, "class"))
-        rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a class, "
-                         "on the other lattices", 0.0, st, "light"))
+        def classes(f, m=m):
+            return {"type": class_contrast(f, m, m, types), "raw": class_contrast(f, m, m, types, False),
+                    "sg": class_contrast(f, m, m, groups), "light": lighter_advantage(f, m, m, pairs)}
+
+        st = group_jackknife(small_pre, classes, group="lattice")
+        common = dict(units=small_pre["lattice"].nunique(), method=method)
+        rows.append(_row(3, "a", "structure", m, "same- minus other-structure-type goodness after pretraining, row "
+                         "and column effects removed (small particles)", st["type"], 0.0,
+                         seeds=_per_seed(small_pre, classes, "type"), **common))
+        rows.append(_row(3, "a", "structure", m, "the same without removing row and column effects", st["raw"], 0.0,
+                         seeds=_per_seed(small_pre, classes, "raw"), primary=False,
+                         note="context: the lattice a model is evaluated on dominates raw cells", **common))
+        rows.append(_row(3, "a", "structure", m, "the same with space groups as classes (diamond and spinel share "
+                         "227), effects removed", st["sg"], 0.0, seeds=_per_seed(small_pre, classes, "sg"),
+                         primary=False, note="context: the grouping of the earlier report", **common))
+        rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a structure type, on "
+                         "the other lattices", st["light"], 0.0, seeds=_per_seed(small_pre, classes, "light"),
+                         **common))
         if targets_tested:
             def after(f, m=m):
                 shares = variance_shares(f, m, exclude_diagonal=True)
                 return {"target": shares["col"], "margin": shares["col"] - shares["row"]}
 
-            st = summarise(small_post, after, leave_out="lattice")
+            st = group_jackknife(small_post, after, group="lattice")
+            common = dict(units=small_post["lattice"].nunique(), method=method)
             rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
-                             T["most_share"], st, "target"))
+                             st["target"], T["most_share"], seeds=_per_seed(small_post, after, "target"), **common))
             rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
-                             0.0, st, "margin"))
+                             st["margin"], 0.0, seeds=_per_seed(small_post, after, "margin"), **common))
         if not sizes_tested:
             continue
 
         def gaps(f, m=m):
             return size_gaps(f[f["stage"] == "pretrain"], f[f["stage"] == "transfer"], m, m)
 
-        st = summarise(both, gaps, leave_out="lattice")
-        rows.append(_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles",
-                         0.0, st, "small_on_large"))
-        rows.append(_row(5, "b", "structure", m, "fraction of the size gap left after TL", T["removed"], st, "left",
-                         above=False))
-        rows.append(_row(5, "c", "structure", m, "size gap relative to the gap between lattices", T["little"], st,
-                         "ratio", above=False))
-    return sorted(rows, key=lambda r: r["claim"])
+        st = group_jackknife(both, gaps, group="lattice")
+        common = dict(units=both["lattice"].nunique(), method=method)
+        rows.append(_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles (goodness)",
+                         st["small_on_large"], 0.0, seeds=_per_seed(both, gaps, "small_on_large"), **common))
+        rows.append(_row(5, "b", "structure", m, "fraction of the size gap left after TL", st["left"], T["removed"],
+                         side="below", seeds=_per_seed(both, gaps, "left"), **common))
+        rows.append(_row(5, "c", "structure", m, "size gap relative to the gap between lattices", st["ratio"],
+                         T["little"], side="below", seeds=_per_seed(both, gaps, "ratio"), **common))
+    return sorted(rows, key=lambda r: (r["claim"], r["part"]))
 
 
-def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"),
-                    n: int = 500) -> list[dict]:
+def _paired_row(claim, part, series, metric, test, frame, value, threshold, side, by="pair", **kw) -> dict:
+    """A claim part from per-pair paired differences (``frame[value]`` averaged per ``by``)."""
+    diffs = per_pair(frame, value, by)
+    st = paired(diffs)
+    seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
+    note = f"{st['positive']} of {st['n']} pairs above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
+    return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
+                method="paired differences per pair, t over pairs", note=note, **kw)
+
+
+def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
+                    metrics=("loss", "dice")) -> list[dict]:
     """Rows of claim 6 about freezing and out-of-distribution change from one series (one profile)."""
     rows = []
-    modes = set(runs["freezing"])
+    modes = set(transfers(runs)["freezing"])
     for m in metrics:
-        pairs = paired_freezing(runs, evaluations, m).assign(model=lambda f: f["pair"])
-        key = "rel" if m == "loss" else "diff"
+        pairs = paired_freezing(runs, evaluations, m)
         for mode, part, text in (("decoder", "b", "decoder frozen vs full fine-tuning"),
                                  ("encoder", "c", "encoder frozen vs full fine-tuning")):
             sub = pairs[pairs["freezing"] == mode]
             if sub.empty or "none" not in modes:
                 rows.append(_untested(6, part, series, text, "no paired runs"))
                 continue
-            what = "relative change of the loss" if m == "loss" else "change of Dice"
             if mode == "decoder":
-                st = summarise(sub, lambda f, k=key: float(f[k].mean()), groups=(), n=n)
-                rows.append(_row(6, part, series, m, f"{text}: {what}", tolerance(m), st, "value",
-                                 kind="equivalence"))
+                key = "rel" if m == "loss" else "diff"
+                what = "relative change of the loss" if m == "loss" else "change of Dice"
+                rows.append(_paired_row(6, part, series, m, f"{text}: {what}", sub, key, tolerance(m), "within"))
             else:
-                st = summarise(sub, lambda f: float(f["diff"].mean()), groups=(), n=n)
-                rows.append(_row(6, part, series, m, f"{text}: change of goodness (negative = worse)", 0.0, st,
-                                 "value", above=False))
-        changes = ood_changes(runs, evaluations, m)
-        if changes.empty:
-            rows.append(_untested(6, "e", series, "out-of-distribution change", "no other domains"))
-        else:
-            st = summarise(changes, lambda f, m=m: worse_share(f, m), groups=(), n=n)
-            rows.append(_row(6, "e", series, m, "share of (model, other domain) pairs made worse by TL",
-                             THRESHOLDS["ood_share"], st, "value"))
-    pairs = paired_freezing(runs, evaluations, "loss").assign(model=lambda f: f["pair"])
-    sub = pairs[pairs["freezing"] == "encoder"]
+                rows.append(_paired_row(6, part, series, m, f"{text}: change of goodness (negative = worse)", sub,
+                                        "diff", 0.0, "below"))
+        changes = control_changes(runs, evaluations, m)
+        for kind, part, text in (("other", "e", "other domains"), ("source", "g", "the pretraining domain")):
+            sub = changes[changes["kind"] == kind]
+            if sub.empty:
+                why = "no control runs (protocol 1)" if controls(runs).empty else f"no evaluations on {text}"
+                rows.append(_untested(6, part, series, f"TL against its control on {text}", why))
+                continue
+            rows.append(_paired_row(6, part, series, m, f"change on {text} after TL minus the control's change "
+                                    "(goodness; negative = TL worse than further training at home)", sub, "excess",
+                                    0.0, "below"))
+    sub = paired_freezing(runs, evaluations, "loss")
+    sub = sub[sub["freezing"] == "encoder"].assign(saved=lambda f: 1 - f["time_ratio"])
     if sub.empty:
         rows.append(_untested(6, "d", series, "speed-up of encoder freezing", "no paired runs"))
     else:
-        st = summarise(sub, lambda f: 1 - float(f["time_ratio"].median()), groups=(), n=n)
-        rows.append(_row(6, "d", series, "time", "transfer wall-time saved by freezing the encoder (share)", 0.0, st,
-                         "value"))
+        rows.append(_paired_row(6, "d", series, "time", "transfer wall-time saved by freezing the encoder (share)",
+                                sub, "saved", 0.0, "above"))
     return rows
 
 
@@ -784,45 +665,52 @@ def size_cells(runs: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:
         runs[["run_id", "transfer_images"]], left_on="model", right_on="run_id")
 
 
-def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"), n: int = 500,
+def size_pairs(cells: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (pair, seed): goodness with the largest transfer set minus the smallest
+    (``gain``), from :func:`size_cells`; per target: the spread (standard deviation over
+    pretraining domains) with the smallest minus with the largest (``narrowing``)."""
+    small, large = cells["transfer_images"].min(), cells["transfer_images"].max()
+    g = cells.assign(g=goodness(cells[metric], metric), pair=cells["pretrain_domain"] + ">" + cells["target_domain"])
+    wide = g.pivot_table(index=["pair", "seed"], columns="transfer_images", values="g")
+    gain = (wide[large] - wide[small]).rename("gain").reset_index()
+    spread = g.groupby(["target_domain", "seed", "transfer_images"])["g"].std().unstack("transfer_images")
+    narrowing = (spread[small] - spread[large]).rename("narrowing").reset_index()
+    return gain, narrowing
+
+
+def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"),
                          series: str = "tlsize") -> list[dict]:
-    """Rows of claim 6 about the transfer-set size (parts a and f), from a series that varies
-    it (full fine-tuning runs only); models are resampled within each size."""
+    """Rows of claim 6 about the transfer-set size (parts a and f): paired by pair (gain
+    from the smallest to the largest set) and by target (narrowing of the spread)."""
     post = size_cells(runs, evaluations)
-    if post["transfer_images"].nunique() < 3:
+    sizes = sorted(post["transfer_images"].unique())
+    if len(sizes) < 2:
         return [_untested(6, "a", series, "effect of the transfer-set size",
-                          f"{post['transfer_images'].nunique()} transfer-set size(s) so far; needs at least 3")]
-    sizes = {str(k): float(k) for k in post["transfer_images"].unique()}
-    post = post.assign(size=post["transfer_images"].astype(str))
+                          f"{len(sizes)} transfer-set size(s) so far; needs at least 2")]
     rows = []
     for m in metrics:
-        st = summarise(post, lambda f, m=m: {"level": trend(f, m, m, sizes, by="size"),
-                                             "spread": spread_trend(f, m, sizes)}, groups=("size",), n=n)
-        rows.append(_row(6, "a", series, m, "rank correlation of after-TL performance with the transfer-set size",
-                         THRESHOLDS["monotonic"], st, "level"))
-        rows.append(_row(6, "f", series, m, "rank correlation of the spread between models with the transfer-set "
-                         "size", -THRESHOLDS["monotonic"], st, "spread", above=False))
+        gain, narrowing = size_pairs(post, m)
+        rows.append(_paired_row(6, "a", series, m, f"goodness with {sizes[-1]} minus {sizes[0]} transfer images "
+                                "(positive = more data helps)", gain, "gain", 0.0, "above"))
+        rows.append(_paired_row(6, "f", series, m, f"spread over pretraining doses with {sizes[0]} minus {sizes[-1]} "
+                                "transfer images (positive = spread shrinks)", narrowing, "narrowing", 0.0, "above",
+                                by="target_domain"))
     return rows
 
 
 def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
                   structure: tuple[pd.DataFrame, pd.DataFrame] | None,
-                  metrics=("loss", "dice"), n: int = 500,
+                  metrics=("loss", "dice"),
                   tlsize: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Every tested part of the six claims, one row per part, series and metric.
-
-    ``noise``, ``structure`` and ``tlsize`` are (runs, evaluations) of one profile each,
-    or ``None`` when that series has no results (its claims are then ``not yet
-    tested``); the transfer-set size part of claim 6 comes from ``tlsize``. Columns:
-    ``claim, part, series, metric, test, estimate, lo, hi, seed_min, seed_max, seeds,
-    units, method, threshold, verdict`` (``method``: bootstrap over models or jackknife
-    over pretraining lattices, see :func:`summarise`).
-    """
+    """Every tested part of the six claims, one row per part, series and metric
+    (columns :data:`COLUMNS`). ``noise``, ``structure`` and ``tlsize`` are (runs,
+    evaluations) of one profile each, or ``None`` (their claims are then ``not yet
+    tested``). Rows with ``primary`` False give context and do not enter the verdicts."""
     rows = []
     if noise is None or noise[0].empty:
         rows += [_untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
     else:
-        rows += assess_noise(*noise, metrics=metrics, n=n)
+        rows += assess_noise(*noise, metrics=metrics)
     if structure is None or structure[0].empty:
         rows += [_untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
                  for c in (3, 4, 5)]
@@ -831,14 +719,62 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     if tlsize is None or tlsize[0].empty:
         rows.append(_untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
     else:
-        rows += assess_transfer_size(*tlsize, metrics=metrics, n=n)
+        rows += assess_transfer_size(*tlsize, metrics=metrics)
     for name, data in (("noise", noise), ("structure", structure)):
         if data is not None and not data[0].empty:
-            rows += assess_training(name, *data, metrics=metrics, n=n)
-    return pd.DataFrame(rows)
+            rows += assess_training(name, *data, metrics=metrics)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per claim (1..6): ``verdict`` (:func:`combine` of its primary parts) and ``parts``
+    (each part's verdict, for example ``1a holds (loss, dice); 1b refuted (dice)``)."""
+    out = {}
+    for c in CLAIMS:
+        rows = table[(table["claim"] == c) & table["primary"].astype(bool)]
+        tested = rows[rows["verdict"] != UNTESTED]
+        parts = []
+        for (part, v), frame in tested.groupby(["part", "verdict"], sort=True):
+            metrics = ", ".join(sorted(set(frame["metric"])))
+            series = ", ".join(sorted(set(frame["series"])))
+            parts.append(f"{c}{part} {v} ({metrics}; {series})")
+        out[c] = {"verdict": combine(*rows["verdict"]) if len(rows) else UNTESTED, "parts": "; ".join(parts)}
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def claim_verdicts(table: pd.DataFrame) -> pd.Series:
     """One verdict per claim (1..6) from the rows of :func:`assess_claims`."""
-    return pd.Series({c: combine(*table.loc[table["claim"] == c, "verdict"]) if (table["claim"] == c).any()
-                      else UNTESTED for c in CLAIMS})
+    return claim_summary(table)["verdict"]
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def direction(row) -> str:
+    """Where a part's interval lies relative to its threshold, in words."""
+    if np.isnan(row["lo"]):
+        return "has no interval yet"
+    if row["side"] == "within":
+        tol = row["threshold"]
+        if -tol <= row["lo"] and row["hi"] <= tol:
+            return f"lies within ±{tol:g}"
+        if row["hi"] < -tol or row["lo"] > tol:
+            return f"lies outside ±{tol:g}"
+        return f"cannot be told apart from the ±{tol:g} band"
+    if row["lo"] > row["threshold"]:
+        return f"is above {row['threshold']:g}"
+    if row["hi"] < row["threshold"]:
+        return f"is below {row['threshold']:g}"
+    return f"cannot be told apart from {row['threshold']:g}"
+
+
+def sentence(row) -> str:
+    """One sentence for a claim part, generated from its estimate, interval and threshold."""
+    if row["verdict"] == UNTESTED:
+        return f"{row['test'].capitalize()}: not yet tested ({row['note'] or row['threshold_text']})."
+    text = (f"{row['test'].capitalize()} ({row['metric']}): {format_estimate(row['estimate'], row['lo'], row['hi'])}, "
+            f"which {direction(row)}; the claim needs {row['threshold_text']}, so this part "
+            f"{ {HOLDS: 'holds', REFUTED: 'is refuted', INCONCLUSIVE: 'is inconclusive'}[row['verdict']]}")
+    if row["verdict"] == INCONCLUSIVE:
+        text += f" (these data resolve effects beyond ±{row['detectable']:.2g} of the threshold)"
+    return text + "."

@@ -15,9 +15,14 @@ from ase.spacegroup import crystal
 
 @dataclass(frozen=True)
 class Lattice:
-    """A crystal lattice: formula, space group number, parameters [Å] and basis."""
+    """A crystal lattice: formula, structure type, space group number, parameters [Å] and basis.
+
+    ``structure_type`` is the symmetry class the study compares (wurtzite, fcc, diamond,
+    spinel, bcc); diamond and spinel share space group 227 but are different types.
+    """
 
     formula: str
+    structure_type: str
     spacegroup: int
     a: float
     c: float | None
@@ -60,21 +65,21 @@ _SPINEL_A, _SPINEL_B = (0.125, 0.125, 0.125), (0.5, 0.5, 0.5)
 LATTICES: dict[str, Lattice] = {
     lat.formula: lat
     for lat in (
-        Lattice("ZnS", 186, 3.8227, 6.2607, ("Zn", "S"), _WURTZITE),
-        Lattice("CdSe", 186, 4.2985, 7.0152, ("Cd", "Se"), _WURTZITE),
-        Lattice("Cu", 225, 3.6157, None, ("Cu",), ((0, 0, 0),)),
-        Lattice("Ag", 225, 4.0782, None, ("Ag",), ((0, 0, 0),)),
-        Lattice("C", 227, 3.5673, None, ("C",), ((0, 0, 0),), label_sigma=1.0),
-        Lattice("Si", 227, 5.430, None, ("Si",), ((0, 0, 0),)),
+        Lattice("ZnS", "wurtzite", 186, 3.8227, 6.2607, ("Zn", "S"), _WURTZITE),
+        Lattice("CdSe", "wurtzite", 186, 4.2985, 7.0152, ("Cd", "Se"), _WURTZITE),
+        Lattice("Cu", "fcc", 225, 3.6157, None, ("Cu",), ((0, 0, 0),)),
+        Lattice("Ag", "fcc", 225, 4.0782, None, ("Ag",), ((0, 0, 0),)),
+        Lattice("C", "diamond", 227, 3.5673, None, ("C",), ((0, 0, 0),), label_sigma=1.0),
+        Lattice("Si", "diamond", 227, 5.430, None, ("Si",), ((0, 0, 0),)),
         Lattice(
-            "Fe3O4", 227, 8.394, None, ("Fe", "Fe", "O"),
+            "Fe3O4", "spinel", 227, 8.394, None, ("Fe", "Fe", "O"),
             (_SPINEL_A, _SPINEL_B, (0.2549, 0.2549, 0.2549)), setting=2,
         ),
         Lattice(
-            "Co3O4", 227, 8.065, None, ("Co", "Co", "O"),
+            "Co3O4", "spinel", 227, 8.065, None, ("Co", "Co", "O"),
             (_SPINEL_A, _SPINEL_B, (0.2632, 0.2632, 0.2632)), setting=2, label_sigma=1.0,
         ),
-        Lattice("Fe", 229, 2.866, None, ("Fe",), ((0, 0, 0),), label_sigma=1.0),
+        Lattice("Fe", "bcc", 229, 2.866, None, ("Fe",), ((0, 0, 0),), label_sigma=1.0),
     )
 }
 

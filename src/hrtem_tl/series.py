@@ -49,6 +49,13 @@ class Domain:
             raise ValueError(f"domain {self.name!r}: dose must be positive, got {self.dose}")
 
 
+def parse_structure_domain(domain: str) -> tuple[str, str]:
+    """``'Fe3O4_small'`` -> ``('Fe3O4', 'small')``: the lattice and particle size of a
+    structure-series domain name."""
+    lattice, _, size = domain.rpartition("_")
+    return lattice, size
+
+
 CDSE_SCENES = SceneSet("CdSe_3-5nm", "CdSe", (15.0, 25.0))
 
 
@@ -212,7 +219,7 @@ class Series:
         pairs = [(a, b) for a, b in permutations(names, 2) if a in self.pretrain_domains]
         if self.name == "structure" and self.profile.study.structure_pairs == "reduced":
             def keep(a: str, b: str) -> bool:
-                (fa, sa), (fb, sb) = a.split("_"), b.split("_")
+                (fa, sa), (fb, sb) = parse_structure_domain(a), parse_structure_domain(b)
                 return (sa == sb == "small") or (fa == fb)
             pairs = [(a, b) for a, b in pairs if keep(a, b)]
         return pairs
