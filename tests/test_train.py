@@ -45,19 +45,31 @@ def disks(n: int, size: int, rng: np.random.Generator, noise: float = 0.4):
 
 # -- standardisation and augmentation ----------------------------------------------------------
 
+def _float32_tolerance(images: np.ndarray) -> np.ndarray:
+    """Per image, how far float32 standardisation may stray: rounding the inputs to float32
+    moves each value by up to eps * |x|, which becomes eps * max|x| / std after dividing by
+    the spread (plus the rounding of the mean and the sum of squares, a few eps more)."""
+    eps = np.finfo(np.float32).eps
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant images: skipped by the caller
+        scale = np.abs(images).max(axis=(1, 2)) / images.std(axis=(1, 2))
+    return 16 * eps * (1 + scale)
+
+
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.float64, (3, 8, 12), elements=st.floats(-1e3, 1e3)), st.floats(0.1, 100), st.floats(-50, 50))
 def test_standardize(images, scale, shift):
     out = standardize(images)
     assert out.dtype == np.float32
     spread = images.std(axis=(1, 2))
-    for img, o, s in zip(images, out, spread):
-        if s > 1e-3:
-            assert o.mean() == pytest.approx(0, abs=1e-4)
-            assert o.std() == pytest.approx(1, rel=1e-3)
-    # invariant to the detector's gain and offset
     ok = spread > 1e-3
-    np.testing.assert_allclose(standardize(images * scale + shift)[ok], out[ok], atol=2e-3)
+    moved = images * scale + shift
+    tol = np.maximum(_float32_tolerance(images), _float32_tolerance(moved))
+    for img, o, t in zip(images[ok], out[ok], tol[ok]):
+        assert abs(float(o.mean())) <= t
+        assert abs(float(o.std()) - 1) <= t
+    # invariant to the detector's gain and offset, to float32 precision of the inputs
+    diff = np.abs(standardize(moved)[ok] - out[ok]).max(axis=(1, 2))
+    assert (diff <= 2 * tol[ok]).all(), (diff, tol[ok])
 
 
 def test_standardize_constant_image_is_finite():
