@@ -9,6 +9,10 @@ crops, batch 16; evaluation on whole 320 px images):
   fine-tuning, in fp32;
 * evaluation images/s;
 * peak memory (resident set; on CUDA also torch's peak allocation);
+* ``--compile``: ``torch.compile`` (inductor) of the bf16 training step and of bf16
+  evaluation against the eager loop (compile time reported apart), and how far the
+  compiled and eager losses and masks differ;
+* ``--crops 128 160 192``: training samples/s (bf16) for each crop size;
 * on CUDA, if present: the same with the GPU's autocast dtype, then how many models
   train at once (one process each) and their aggregate samples/s.
 
@@ -123,6 +127,34 @@ def concurrent_models(k: int, batch: int, crop: int, steps: int, size: int) -> t
     return sum(r for r, _ in results), max(m for _, m in results)
 
 
+def compiled_section(fresh, train, val, precision: Precision, *, batch: int, crop: int, steps: int) -> None:
+    """Eager against ``torch.compile`` (inductor) in one run: training and evaluation rates,
+    compile time, and the largest difference of loss and of predicted masks."""
+    eager_train = train_rate(fresh(), train, precision, batch=batch, crop=crop, steps=steps)
+    eager_eval = eval_rate(fresh(), val, precision)
+    start = time.perf_counter()
+    model = torch.compile(fresh())
+    train_rate(model, train, precision, batch=batch, crop=crop, steps=1, warmup=2)  # compiles forward and backward
+    compile_s = time.perf_counter() - start
+    comp_train = train_rate(model, train, precision, batch=batch, crop=crop, steps=steps)
+    row("train bf16, eager", eager_train, "samples/s")
+    row("train bf16, torch.compile (after compiling)", comp_train, "samples/s")
+    row("torch.compile / eager (training)", comp_train / eager_train, "x")
+    row("compile time of the training step", compile_s, "s")
+    start = time.perf_counter()
+    evaluate(model, val[0][:4], val[1][:4], precision)
+    row("compile time of evaluation", time.perf_counter() - start, "s")
+    comp_eval = eval_rate(model, val, precision)
+    row("evaluate bf16, eager (whole images)", eager_eval, "images/s")
+    row("torch.compile / eager (evaluation)", comp_eval / eager_eval, "x")
+    eager, compiled = fresh().eval(), model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(val[0][:4, None]))
+    with torch.no_grad(), precision.autocast():
+        a, b = eager(x).float(), compiled(x).float()
+    row("largest logit difference, compiled vs eager", float((a - b).abs().max()), "")
+    row("pixels whose mask differs, compiled vs eager", float((a.argmax(1) != b.argmax(1)).float().mean()), "share")
+
+
 def row(name: str, value: float, unit: str) -> None:
     print(f"{name:52s} {value:10.2f}  {unit}")
 
@@ -135,6 +167,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's; --quick 8)")
     ap.add_argument("--quick", action="store_true", help="2 steps of batch 8, 8 evaluation images")
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA section")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor) on the CPU")
+    ap.add_argument("--crops", nargs="*", type=int, default=[], help="also measure bf16 training at these crops")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,6 +204,10 @@ def main(argv=None) -> None:
     rdec = train_rate(fresh(), train, fp32, batch=batch, crop=crop, steps=steps, freeze="decoder")
     row("frozen decoder speed-up over full fine-tuning", rdec / r32, "x")
     row("evaluate fp32 (whole images)", eval_rate(fresh(), val, fp32), "images/s")
+    for c in args.crops:
+        row(f"train bf16, crop {c} px", train_rate(fresh(), train, bf16, batch=batch, crop=c, steps=steps), "samples/s")
+    if args.compile:
+        compiled_section(fresh, train, val, bf16, batch=batch, crop=crop, steps=steps)
     row("peak resident memory", rss_mib(), "MiB")
     row("load average at the end", os.getloadavg()[0], f"(of {os.cpu_count()} cores)")
 

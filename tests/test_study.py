@@ -416,3 +416,18 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
                 assert moved == {f.name.split("_")[0]}, f.name
             else:
                 assert moved == set(every), (section, f.name)
+
+
+def test_pretrained_models_are_shared_by_profiles_that_differ_only_in_transfer_settings():
+    from dataclasses import fields, replace
+
+    from hrtem_tl.config import GRID_FIELDS, TRANSFER_FIELDS, load_profile
+
+    cpu = load_profile("cpu")
+    for f in fields(cpu.training):
+        value = getattr(cpu.training, f.name)
+        new = ({"adapt": "fixed"}.get(value, value) if isinstance(value, str) else not value if isinstance(value, bool)
+               else value + value[-1:] if isinstance(value, tuple) else value + 1)
+        changed = replace(cpu, training=replace(cpu.training, **{f.name: new}))
+        same = changed.pretrain_hash("noise", "x") == cpu.pretrain_hash("noise", "x")
+        assert same == (f.name in TRANSFER_FIELDS + GRID_FIELDS), f.name

@@ -131,7 +131,13 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def config_hash(self, series: str, *parts: str) -> str:
+    def pretrain_hash(self, series: str, *parts: str) -> str:
+        """:meth:`config_hash` without the transfer stage's settings (:data:`TRANSFER_FIELDS`):
+        the key of a pretrained model, shared by profiles that differ only in how they transfer."""
+        training = {k: v for k, v in asdict(self.training).items() if k not in TRANSFER_FIELDS + GRID_FIELDS}
+        return self.config_hash(series, json.dumps(training, sort_keys=True), *parts, training=False)
+
+    def config_hash(self, series: str, *parts: str, training: bool = True) -> str:
         """A short stable hash of the settings that ``series``' runs depend on (plus ``parts``).
 
         Left out: study settings of other series (scaling one series does not
@@ -141,9 +147,11 @@ class Profile:
         """
         settings = {**self.to_dict(), "study": self.study.for_series(series)}
         del settings["description"]
+        if not training:
+            del settings["training"]  # the caller passes the training settings it depends on in parts
         for section in ("training", "study"):
             for name in GRID_FIELDS:
-                settings[section].pop(name, None)
+                settings.get(section, {}).pop(name, None)
         text = json.dumps(settings, sort_keys=True) + "|".join((series, *parts))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -199,6 +207,10 @@ def _validate(profile: "Profile") -> None:
         raise ValueError(f"training.transfer_batchnorm must be 'adapt' or 'fixed', got {t.transfer_batchnorm!r}")
     if not isinstance(t.mixed_precision, bool):
         raise ValueError(f"training.mixed_precision must be true or false, got {t.mixed_precision!r}")
+
+
+#: Training settings of the transfer stage only: a pretrained model does not depend on them.
+TRANSFER_FIELDS = ("transfer_epochs", "transfer_steps", "transfer_images", "lr_transfer", "transfer_batchnorm")
 
 
 def _tuples(section: dict) -> dict:
