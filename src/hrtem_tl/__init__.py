@@ -4,6 +4,8 @@ Layers import downwards only::
 
     config -> lattices -> structures -> simulate -> datasets
            -> model -> metrics -> train -> results -> study -> explore -> cli
+
+``writers`` (temporary names, the results lock) sits below them all.
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """Command line: ``hrtem-tl <verb>``, one verb per stage and one per whole study.
 
-Bad input ends with a one-line ``hrtem-tl: error: ...`` and exit code 2.
+Bad input, and every other error the package reports, ends with a one-line
+``hrtem-tl: error: ...`` (on a line of its own, after any progress bar) and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .series import FREEZING, SERIES_DOMAINS
+from .writers import ResultsLocked
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -20,8 +22,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles", type=Path, default=None, help="profile file (TOML; default: the packaged profiles.toml)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as the package's own."""
+
+    def error(self, message: str):
+        self.exit(2, f"hrtem-tl: error: {message} (see: {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="hrtem-tl", description="Simulated HRTEM data, U-Net transfer learning and studies.")
+    top = _Parser(prog="hrtem-tl", description="Simulated HRTEM data, U-Net transfer learning and studies.")
     verbs = top.add_subparsers(dest="verb", required=True)
 
     verbs.add_parser("profiles", help="list the scale profiles and their settings")
@@ -71,18 +80,33 @@ def _series(args):
     return Series(args.series, load_profile(args.profile, path=args.profiles))
 
 
-def _check_workers(n: int) -> None:
-    if n < 1:
-        raise ValueError(f"--workers must be at least 1, got {n}")
+def _check_counts(args) -> None:
+    """Counts that must be at least 1, checked before anything else runs."""
+    for flag in ("workers", "limit", "per_domain"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        _check_counts(args)
         return _dispatch(args)
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as err:
+    except (ValueError, OSError, ResultsLocked) as err:  # ResultsError, TrainingDiverged: ValueError
         print(f"hrtem-tl: error: {err}", file=sys.stderr)
         return 2
+
+
+def _evaluation_lines(evaluations: list[dict]) -> list[str]:
+    """The table of ``hrtem-tl train``: each domain evaluated after transfer, before and after it ('-': none)."""
+    pre = {e["eval_domain"]: e for e in evaluations if e["stage"] == "pretrain"}
+    post = {e["eval_domain"]: e for e in evaluations if e["stage"] == "transfer"}
+    lines = [f"{'domain':>14s} {'loss pre':>9s} {'loss TL':>9s} {'dice pre':>9s} {'dice TL':>9s}"]
+    for d in [d for d in pre if d in post] + [d for d in post if d not in pre]:
+        cells = [f"{row[d][m]:9.4f}" if d in row else f"{'-':>9s}" for m in ("loss", "dice") for row in (pre, post)]
+        lines.append(f"{d:>14s} " + " ".join(cells))
+    return lines
 
 
 def _dispatch(args) -> int:
@@ -103,7 +127,6 @@ def _dispatch(args) -> int:
     if args.verb == "simulate":
         from .datasets import simulate_series, write_montage
 
-        _check_workers(args.workers)
         root = args.out or args.data
         out = simulate_series(series, root, workers=args.workers)
         print(f"datasets in {out}")
@@ -127,17 +150,12 @@ def _dispatch(args) -> int:
         if args.json:
             print(json.dumps({"run": rec.run, "evaluations": rec.evaluations}, indent=1))
             return 0
-        pre = {e["eval_domain"]: e for e in rec.evaluations if e["stage"] == "pretrain"}
-        post = {e["eval_domain"]: e for e in rec.evaluations if e["stage"] == "transfer"}
         print(f"{spec.run_id}  ({rec.run['precision']} on {rec.run['device']}; loss = cross-entropy on logits, floor 0)")
-        print(f"{'domain':>14s} {'loss pre':>9s} {'loss TL':>9s} {'dice pre':>9s} {'dice TL':>9s}")
-        for d in pre:
-            print(f"{d:>14s} {pre[d]['loss']:9.4f} {post[d]['loss']:9.4f} {pre[d]['dice']:9.4f} {post[d]['dice']:9.4f}")
+        print("\n".join(_evaluation_lines(rec.evaluations)))
         return 0
     if args.verb == "study":
         from .study import run_study
 
-        _check_workers(args.workers)
         summary = run_study(series, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
                             results_root=args.results, data_root=args.data, checkpoints=args.checkpoints,
                             limit=args.limit)

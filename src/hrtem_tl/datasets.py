@@ -50,6 +50,7 @@ from .config import Profile
 from .series import Domain, SceneSet, Series
 from .simulate import apply_dose, calibrate_zero_defocus, exit_waves, image_intensity, label_mask
 from .structures import make_scene
+from .writers import remove_dead_temps, temp_path
 
 SPLITS = ("train", "transfer", "val", "test")
 # Bump when the imaging or labelling rules change: domain files and pretrained models
@@ -68,7 +69,7 @@ def save_npz(path: Path, **arrays) -> None:
     """Write ``arrays`` to ``path`` atomically (temporary file, then rename; a failed
     write removes its temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -176,7 +177,8 @@ def manifest(series: Series) -> dict:
 def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> Path:
     """Simulate every missing scene of a series, then image every missing domain file.
 
-    Finished scenes and domain files are skipped, so an interrupted run resumes.
+    Finished scenes and domain files are skipped, so an interrupted run resumes; the
+    temporary files of dead writers under the profile's folder are removed first.
     Returns the series folder.
     """
     root = Path(root)
@@ -184,6 +186,7 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(f"dataset folder {out} is not writable")
+    remove_dead_temps(root / series.profile.name)
     counts = series.split_counts
     tasks = [
         (series.profile, s, split, i, scene_path(root, series.profile, s, split, i))
@@ -192,34 +195,35 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
         for i in range(counts[split])
     ]
     todo = [t for t in tasks if not t[-1].exists()]
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"simulate {series.name} scenes",
-               unit="scene", disable=not progress)
-    if workers > 1 and todo:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-            for future in as_completed([pool.submit(_simulate_task, t) for t in todo]):
-                future.result()
+    # bars in with-blocks: closed (ending their line) before an error is reported
+    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"simulate {series.name} scenes",
+              unit="scene", disable=not progress) as bar:
+        if workers > 1 and todo:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
+                for future in as_completed([pool.submit(_simulate_task, t) for t in todo]):
+                    future.result()
+                    bar.update()
+        else:
+            for t in todo:
+                _simulate_task(t)
                 bar.update()
-    else:
-        for t in todo:
-            _simulate_task(t)
-            bar.update()
-    bar.close()
-    for domain in tqdm(series.domains, desc=f"image {series.name} domains", unit="domain", disable=not progress):
-        for split in SPLITS:
-            if not counts[split]:
-                continue
-            path = domain_path(root, series, domain, split)
-            if path.exists() and _stored_key(path) == domain_key(series, domain, split):
-                continue
-            files = [scene_path(root, series.profile, domain.scene_set, split, i) for i in range(counts[split])]
-            save_npz(path, **image_domain(series, domain, split, files))
+    with tqdm(series.domains, desc=f"image {series.name} domains", unit="domain", disable=not progress) as bar:
+        for domain in bar:
+            for split in SPLITS:
+                if not counts[split]:
+                    continue
+                path = domain_path(root, series, domain, split)
+                if path.exists() and _stored_key(path) == domain_key(series, domain, split):
+                    continue
+                files = [scene_path(root, series.profile, domain.scene_set, split, i) for i in range(counts[split])]
+                save_npz(path, **image_domain(series, domain, split, files))
     write_text_atomic(out / "manifest.json", json.dumps(manifest(series), indent=2))
     return out
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -293,20 +297,23 @@ def export_examples(series: Series, out: Path, root: Path = DEFAULT_ROOT, per_do
     percentiles, ``masks`` (domains, k, n, n) uint8, ``domains``, ``dose``,
     ``defocus_nm`` and ``pixel_size`` [Å].
     """
+    if per_domain < 1:
+        raise ValueError(f"per_domain must be at least 1 image, got {per_domain}")
     profile = series.profile
     images, masks = [], []
-    for domain in tqdm(series.domains, desc=f"examples {series.name}", unit="domain"):
-        files = []
-        for i in range(per_domain):
-            path = scene_path(root, profile, domain.scene_set, "test", i)
-            if not path.exists():
-                simulate_scene(profile, domain.scene_set, "test", i, path)
-            files.append(path)
-        data = image_domain(series, domain, "test", files)
-        lo, hi = np.percentile(data["images"], [0.5, 99.5], axis=(1, 2), keepdims=True)
-        scaled = np.clip((data["images"] - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
-        images.append((scaled * 255).round().astype(np.uint8))
-        masks.append(data["masks"])
+    with tqdm(series.domains, desc=f"examples {series.name}", unit="domain") as bar:
+        for domain in bar:
+            files = []
+            for i in range(per_domain):
+                path = scene_path(root, profile, domain.scene_set, "test", i)
+                if not path.exists():
+                    simulate_scene(profile, domain.scene_set, "test", i, path)
+                files.append(path)
+            data = image_domain(series, domain, "test", files)
+            lo, hi = np.percentile(data["images"], [0.5, 99.5], axis=(1, 2), keepdims=True)
+            scaled = np.clip((data["images"] - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+            images.append((scaled * 255).round().astype(np.uint8))
+            masks.append(data["masks"])
     path = Path(out) / profile.name / f"{series.name}.npz"
     save_npz(path, images=np.stack(images), masks=np.stack(masks),
              domains=np.array([d.name for d in series.domains]),

@@ -30,7 +30,7 @@ from .config import Profile
 from .datasets import DATASET_VERSION, DEFAULT_ROOT, load_domain
 from .model import FREEZE_MODES, apply_freezing, build_unet, count_parameters, load_checkpoint, save_checkpoint
 from .series import Series
-from .train import Precision, StageResult, evaluate, standardize, train_stage
+from .train import Precision, StageResult, TrainingDiverged, evaluate, standardize, train_stage
 
 DEFAULT_CHECKPOINTS = Path("cache/checkpoints")
 #: Version of the study protocol (splits, selection, evaluation). 1: selection and
@@ -145,11 +145,12 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
     """The model pretrained on ``domain`` with ``seed``: loaded if cached, else trained.
 
     Returns (model, metadata) where metadata holds the stage result and evaluations.
+    Raises :class:`TrainingDiverged` (stage ``"pretrain"``) if training diverges.
     """
     profile = series.profile
     precision = precision or Precision.choose(profile.training.mixed_precision)
-    key = profile.config_hash(series.name, domain, str(seed), "pretrain", f"data-v{DATASET_VERSION}",
-                              f"protocol-{PROTOCOL}", precision.name)
+    key = profile.pretrain_hash(series.name, domain, str(seed), "pretrain", f"data-v{DATASET_VERSION}",
+                                f"protocol-{PROTOCOL}", precision.name)
     path = Path(checkpoints) / profile.name / series.name / f"pretrain_{domain}_s{seed}_{key}.safetensors"
     if path.exists():
         try:
@@ -160,12 +161,15 @@ def pretrained(series: Series, domain: str, seed: int, *, data_root: Path = DEFA
     t = profile.training
     torch.manual_seed(seed)  # the initial weights belong to the seed, not to what ran before
     model = build_unet()
-    result = train_stage(
-        model, domain_data(profile, series.name, domain, "train", data_root),
-        domain_data(profile, series.name, domain, SELECTION_SPLIT, data_root),
-        epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain, batch_size=t.batch_size,
-        crop=t.crop, seed=seed, lr_decay=t.lr_decay, precision=precision,
-    )
+    try:
+        result = train_stage(
+            model, domain_data(profile, series.name, domain, "train", data_root),
+            domain_data(profile, series.name, domain, SELECTION_SPLIT, data_root),
+            epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain, batch_size=t.batch_size,
+            crop=t.crop, seed=seed, lr_decay=t.lr_decay, precision=precision,
+        )
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"pretraining on {domain} (seed {seed}): {err}", stage="pretrain") from None
     meta = {"stage": asdict(result), "evaluations": evaluate_domains(model, series, precision, data_root),
             "precision": precision.name, "device": precision.device, "config_hash": key}
     save_checkpoint(model, path, meta)
@@ -183,7 +187,10 @@ def _eval_rows(run_id: str, profile: str, stage: str, evaluations: dict[str, dic
 
 def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_ROOT,
                  checkpoints: Path = DEFAULT_CHECKPOINTS, precision: Precision | None = None) -> RunRecords:
-    """Pretrain (or reuse), transfer-learn on the target domain, evaluate after each stage."""
+    """Pretrain (or reuse), transfer-learn on the target domain, evaluate after each stage.
+
+    Raises :class:`TrainingDiverged` naming the stage that diverged.
+    """
     series = Series(spec.series, profile)
     check_spec(series, spec)
     t = profile.training
@@ -192,12 +199,15 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
                              checkpoints=checkpoints, precision=precision)
     train_set = domain_data(profile, series.name, spec.target_domain, transfer_split(series, spec), data_root,
                             limit=spec.transfer_images or t.transfer_images)
-    result: StageResult = train_stage(
-        model, train_set, domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root),
-        epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
-        crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, batchnorm=t.transfer_batchnorm,
-        lr_decay=t.lr_decay, precision=precision,
-    )
+    try:
+        result: StageResult = train_stage(
+            model, train_set, domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root),
+            epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
+            crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, batchnorm=t.transfer_batchnorm,
+            lr_decay=t.lr_decay, precision=precision,
+        )
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"transfer {spec.run_id}: {err}", stage="transfer") from None
     transfer_evals = evaluate_domains(model, series, precision, data_root,
                                       series.transfer_eval_domains(spec.pretrain_domain, spec.target_domain))
     apply_freezing(model, spec.freezing)

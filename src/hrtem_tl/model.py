@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .writers import temp_path
+
 FREEZE_MODES = ("none", "encoder", "decoder")
 ARCHITECTURE = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 1, "classes": 2}
 
@@ -65,17 +67,23 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
-    """Weights and buffers to ``path`` (safetensors), ``meta`` + architecture to a .json beside it."""
+    """Weights and buffers to ``path`` (safetensors), ``meta`` + architecture to a .json beside it.
+
+    Both go through temporary files that a failed write removes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp))
     sidecar = path.with_suffix(".json")
-    tmp_json = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    tmp_json.write_text(json.dumps({"architecture": ARCHITECTURE, **meta}, indent=2))
-    os.replace(tmp_json, sidecar)
-    os.replace(tmp, path)  # weights last: their presence marks a complete checkpoint
+    tmp, tmp_json = temp_path(path), temp_path(sidecar)
+    try:
+        save_file(state, str(tmp))
+        tmp_json.write_text(json.dumps({"architecture": ARCHITECTURE, **meta}, indent=2))
+        os.replace(tmp_json, sidecar)
+        os.replace(tmp, path)  # weights last: their presence marks a complete checkpoint
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:

@@ -5,12 +5,14 @@ Per series, in ``data/results/<series>/`` (schema in ``data/results/SCHEMA.md``)
 * ``runs.parquet``: one row per transfer-learning run (a trained model);
 * ``evaluations.parquet``: one row per run x stage (``pretrain``, ``transfer``) x
   evaluated domain, with every metric of :mod:`hrtem_tl.metrics`;
-* ``histories.parquet``: one row per run x stage x epoch.
+* ``histories.parquet``: one row per run x stage x epoch;
+* ``failures.parquet``: one row per run whose training diverged (only once one has).
 
 Rows are keyed (``KEYS``); appending replaces rows with the same key, so re-running
 a run never duplicates it. Each file is written to a temporary name and renamed;
 ``runs.parquet`` is written last, so a run counts as finished only once all its rows
-are stored.
+are stored. Only a sweep's coordinating process writes, holding the series folder's
+lock (:class:`hrtem_tl.writers.WriterLock`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
+from .writers import temp_path
 
 DEFAULT_RESULTS = Path("data/results")
 TABLES = ("evaluations", "histories", "runs")  # write order: runs last
+FAILURES = "failures"  # not in TABLES: the file exists only once a run has failed
 KEYS = {
     "runs": ["profile", "run_id"],
     "evaluations": ["profile", "run_id", "stage", "eval_domain", "split"],
     "histories": ["profile", "run_id", "stage", "epoch"],
+    FAILURES: ["profile", "run_id"],
 }
 SCHEMA = {
     "runs": {
@@ -51,6 +56,10 @@ SCHEMA = {
     "histories": {
         "run_id": "object", "profile": "object", "stage": "object", "epoch": "int64",
         "train_loss": "float64", "val_loss": "float64", "val_dice": "float64", "lr": "float64",
+    },
+    FAILURES: {
+        "run_id": "object", "profile": "object", "stage": "object", "reason": "object", "config_hash": "object",
+        "finished_at": "float64",
     },
 }
 REDUCTIONS = ("median", "mean", "min", "max")
@@ -93,16 +102,27 @@ def read_results(root: Path, series: str) -> dict[str, pd.DataFrame]:
     return {t: read_table(root, series, t) for t in TABLES}
 
 
+def check_store(root: Path, series: str) -> None:
+    """Read every stored table of ``series``; raises ``ResultsError`` if one is unreadable or malformed."""
+    for table in (*TABLES, FAILURES):
+        if table_path(root, series, table).exists():
+            read_table(root, series, table)
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to a temporary file and rename it to ``path``; a failed write removes the temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def append_records(root: Path, series: str, records: dict[str, list[dict]]) -> None:
-    """Add rows to the series' tables, replacing rows that share a key."""
-    for table in TABLES:
+    """Add rows to the series' tables (``TABLES`` in order, then ``failures``), replacing rows that share a key."""
+    for table in (*TABLES, FAILURES):
         rows = records.get(table, [])
         if not rows:
             continue
@@ -125,17 +145,27 @@ def finished_runs(root: Path, series: str, profile: str, config_hash: str | None
     other settings raise :class:`StaleResultsError`, which says how to move them aside
     (results are never deleted here), so old and new runs never mix in one table.
     """
-    path = table_path(root, series, "runs")
+    return _stored_ids(root, series, "runs", profile, config_hash)
+
+
+def failed_runs(root: Path, series: str, profile: str, config_hash: str | None = None) -> set[str]:
+    """Run ids of ``profile`` in ``failures.parquet``, checked against ``config_hash`` as :func:`finished_runs` does."""
+    return _stored_ids(root, series, FAILURES, profile, config_hash)
+
+
+def _stored_ids(root: Path, series: str, table: str, profile: str, config_hash: str | None) -> set[str]:
+    path = table_path(root, series, table)
     if not path.exists():
         return set()
-    runs = read_table(root, series, "runs")
-    mine = runs[runs["profile"] == profile]
+    rows = read_table(root, series, table)
+    mine = rows[rows["profile"] == profile]
     if config_hash is not None:
         stale = mine[mine["config_hash"] != config_hash]
         if len(stale):
             hashes = ", ".join(sorted(set(stale["config_hash"])))
+            what = "runs" if table == "runs" else "failed runs"
             raise StaleResultsError(
-                f"{len(stale)} of {len(mine)} stored {profile} runs in {path.parent} were made with other settings "
+                f"{len(stale)} of {len(mine)} stored {profile} {what} in {path.parent} were made with other settings "
                 f"(config_hash {hashes}; now {config_hash}): move the folder aside (for example "
                 f"git mv {path.parent} {path.parent}-{hashes.split(',')[0]}) or pass another --results folder")
     return set(mine["run_id"])

@@ -5,12 +5,15 @@ pretrained model at a time: it trains (or finds) the model, then runs the transf
 that start from it. With several workers the next models train while earlier
 transfers run. Each finished run is appended to the parquet store at once by the
 coordinating process, so a sweep killed at any moment and started again resumes where
-it stopped and stores every run once.
+it stopped and stores every run once. One sweep at a time writes a series' results
+folder (its lock); a run whose training diverges is stored in ``failures.parquet`` and
+the sweep goes on.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -21,9 +24,11 @@ from tqdm.auto import tqdm
 from .config import Profile
 from .datasets import DEFAULT_ROOT, simulate_series
 from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, run_config_hash, run_transfer
-from .results import DEFAULT_RESULTS, append_records, finished_runs
+from .results import (DEFAULT_RESULTS, FAILURES, append_records, check_store, failed_runs, finished_runs,
+                      table_path)
 from .series import FREEZING, Series
-from .train import Precision
+from .train import Precision, TrainingDiverged
+from .writers import WriterLock, check_writable, remove_dead_temps
 
 EXECUTORS = ("local", "dask")
 
@@ -153,6 +158,29 @@ class _Pool:
             self.pool.shutdown()
 
 
+SCHEDULER_TIMEOUT_S = 10.0  # how long the pre-flight waits for a Dask scheduler [s]
+
+
+def check_scheduler(address: str) -> None:
+    """Connect to the Dask scheduler at ``address`` and close again; ``ConnectionError`` if it
+    does not answer within :data:`SCHEDULER_TIMEOUT_S`."""
+    from distributed import Client
+
+    try:
+        Client(address, timeout=SCHEDULER_TIMEOUT_S).close()
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConnectionError(f"cannot reach the Dask scheduler {address} ({reason}); start it or fix --scheduler") \
+            from None
+
+
+def _failure_rows(specs: list[RunSpec], profile: str, err: TrainingDiverged, config_hash: str) -> list[dict]:
+    """Rows of ``failures.parquet`` for runs lost to ``err`` (a pretraining fails all runs of its model)."""
+    now = time.time()
+    return [{"run_id": s.run_id, "profile": profile, "stage": err.stage, "reason": str(err),
+             "config_hash": config_hash, "finished_at": now} for s in specs]
+
+
 def run_study(
     series: Series,
     *,
@@ -169,11 +197,21 @@ def run_study(
     """Run every unfinished run of the series' grid; returns a summary.
 
     ``limit`` stops after that many new runs (useful to split a sweep into slices).
+    Before any simulation: the arguments, the folders (writable), the series' results
+    folder (locked for the whole sweep: a second sweep there refuses), every stored
+    table (readable, valid, made with the current settings) and the Dask scheduler are
+    checked, and temporary files of dead writers are removed. A run whose training
+    diverges is stored in ``failures.parquet`` and the sweep goes on; failed runs are
+    not retried until their rows are deleted. Summary: ``runs`` (planned), ``new``
+    (stored now), ``failed`` (failed now), ``skipped`` (stored before, finished or
+    failed) and ``wall_s`` [s].
     """
     profile = series.profile
     # Check the arguments before hours of simulation, not after.
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise ValueError(f"a scheduler address ({scheduler}) needs the dask executor")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     freezing = series.freezing_modes if freezing is None else freezing
@@ -183,58 +221,86 @@ def run_study(
                          f"choose from {', '.join(FREEZING)}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1 new run, got {limit}")
+    for what, folder in (("results", results_root), ("dataset", data_root), ("checkpoint", checkpoints)):
+        check_writable(folder, what)
     precision = Precision.choose(profile.training.mixed_precision)
-    # stale stored runs stop the sweep before any simulation
-    finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
-    simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
-    done = finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
-    specs = plan(series, freezing)
-    pending = [s for s in specs if s.run_id not in done]
-    todo = pending[:limit]
-    roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()))
-    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
-               desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress)
-    start, finished = time.perf_counter(), 0
-    # Consecutive runs of the plan that share a pretrained model form a group; a group's
-    # transfers start once its model is trained (or found), and models start as workers
-    # free up.
-    groups: list[list[RunSpec]] = []
-    for spec in todo:
-        if not groups or spec.pretrain_id != groups[-1][0].pretrain_id:
-            groups.append([])
-        groups[-1].append(spec)
-    waiting = deque(range(len(groups)))
-    running: dict = {}  # future -> group index for a pretraining, RunSpec for a transfer
-    pool = _Pool(executor, workers, scheduler)
+    config_hash = run_config_hash(profile, series.name, precision)
+    with WriterLock(Path(results_root) / series.name) as lock:
+        remove_dead_temps(Path(results_root) / series.name)
+        remove_dead_temps(Path(checkpoints) / profile.name / series.name)
+        check_store(results_root, series.name)
+        # stale stored runs stop the sweep before any simulation
+        done = finished_runs(results_root, series.name, profile.name, config_hash)
+        failed_before = failed_runs(results_root, series.name, profile.name, config_hash)
+        if scheduler:
+            check_scheduler(scheduler)
+        simulate_series(series, data_root, workers=workers if executor == "local" else 1, progress=progress)
+        specs = plan(series, freezing)
+        pending = [s for s in specs if s.run_id not in done | failed_before]
+        todo = pending[:limit]
+        roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()))
+        start, finished, failed = time.perf_counter(), 0, 0
+        # Consecutive runs of the plan that share a pretrained model form a group; a group's
+        # transfers start once its model is trained (or found), and models start as workers
+        # free up.
+        groups: list[list[RunSpec]] = []
+        for spec in todo:
+            if not groups or spec.pretrain_id != groups[-1][0].pretrain_id:
+                groups.append([])
+            groups[-1].append(spec)
+        waiting = deque(range(len(groups)))
+        running: dict = {}  # future -> group index for a pretraining, RunSpec for a transfer
+        pool = _Pool(executor, workers, scheduler)
 
-    def start_pretraining() -> None:
-        group = waiting.popleft()
-        first = groups[group][0]
-        running[pool.submit(pretrain_job, profile, series.name, first.pretrain_domain, first.seed, *roots)] = group
-        bar.set_postfix_str(f"model {first.pretrain_domain} (seed {first.seed}), {len(waiting)} groups after it")
+        def start_pretraining() -> None:
+            group = waiting.popleft()
+            first = groups[group][0]
+            running[pool.submit(pretrain_job, profile, series.name, first.pretrain_domain, first.seed, *roots)] = group
+            bar.set_postfix_str(f"model {first.pretrain_domain} (seed {first.seed}), {len(waiting)} groups after it")
 
-    try:
-        for _ in range(min(workers, len(waiting))):
-            start_pretraining()
-        while running:
-            future = pool.next_done(running)
-            task = running.pop(future)
-            result = future.result()
-            if isinstance(task, int):  # a pretrained model is ready: its transfers go next
-                for spec in groups[task]:
-                    running[pool.submit(transfer_job, profile, spec, *roots)] = spec
-                if waiting:
+        def store(records: dict, runs: int) -> None:
+            """Append the rows of ``runs`` finished or failed runs: only this, the coordinating process, writes."""
+            nonlocal finished, failed
+            lock.verify()
+            append_records(results_root, series.name, records)
+            if FAILURES in records:
+                failed += runs
+            else:
+                finished += runs
+            bar.update(runs)
+            left = len(todo) - finished - failed
+            rate = (time.perf_counter() - start) / (finished + failed)
+            bar.set_postfix_str(f"{min(workers, len(running))} running, {left} left, ~{left * rate / 60:.0f} min")
+
+        try:
+            with tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run",
+                      desc=f"study {series.name} ({profile.name}, {executor})", disable=not progress) as bar:
+                for _ in range(min(workers, len(waiting))):
                     start_pretraining()
-                continue
-            append_records(results_root, series.name, result)
-            finished += 1
-            bar.update()
-            left = len(todo) - finished
-            rate = (time.perf_counter() - start) / finished
-            busy = min(workers, len(running))
-            bar.set_postfix_str(f"{busy} running, {left} left, ~{left * rate / 60:.0f} min")
-    finally:
-        pool.close()
-        bar.close()
-    return {"series": series.name, "profile": profile.name, "runs": len(specs), "new": finished,
+                while running:
+                    future = pool.next_done(running)
+                    task = running.pop(future)
+                    try:
+                        result = future.result()
+                    except TrainingDiverged as err:  # recorded, and the sweep goes on
+                        lost = groups[task] if isinstance(task, int) else [task]
+                        store({FAILURES: _failure_rows(lost, profile.name, err, config_hash)}, len(lost))
+                        result = None
+                    if isinstance(task, int):  # a pretrained model is ready (unless it diverged)
+                        if result is not None:  # its transfers go next
+                            for spec in groups[task]:
+                                running[pool.submit(transfer_job, profile, spec, *roots)] = spec
+                        if waiting:
+                            start_pretraining()
+                    elif result is not None:
+                        store(result, 1)
+        finally:
+            pool.close()
+    grid_failed = {s.run_id for s in specs} & failed_runs(results_root, series.name, profile.name)
+    if grid_failed:
+        n = len(grid_failed)
+        print(f"hrtem-tl: {n} run{'s' * (n != 1)} of this grid failed (reasons in "
+              f"{table_path(results_root, series.name, FAILURES)}); they are not retried: delete their rows "
+              f"(or the file) to retry them", file=sys.stderr)
+    return {"series": series.name, "profile": profile.name, "runs": len(specs), "new": finished, "failed": failed,
             "skipped": len(specs) - len(pending), "wall_s": time.perf_counter() - start}

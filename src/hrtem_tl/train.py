@@ -107,7 +107,17 @@ def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, precision:
 
 
 class TrainingDiverged(ValueError):
-    """A training stage ended without any epoch of finite validation loss."""
+    """A training stage ended without any epoch of finite validation loss.
+
+    ``stage`` names the stage (``"pretrain"``, ``"transfer"``) once a caller knows it.
+    """
+
+    def __init__(self, message: str, stage: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+
+    def __reduce__(self):  # keep ``stage`` across processes (process pools, Dask)
+        return type(self), (str(self), self.stage)
 
 
 @dataclass
