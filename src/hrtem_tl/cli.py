@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def parser() -> argparse.ArgumentParser:
 
     nbs = verbs.add_parser("notebooks", help="re-execute the site's notebooks in place (widgets/, content/)")
     nbs.add_argument("paths", nargs="*", type=Path, help="notebooks (default: widgets/*.ipynb content/*.ipynb)")
+
+    orig = verbs.add_parser("import-original", help="convert the original study's released tables to parquet "
+                            "(SHA-256 checked, safe unpickling; CC-BY-4.0, doi:10.69761/kjte5358)")
+    orig.add_argument("source", nargs="?", type=Path, default=Path("../shared/original"),
+                      help="folder of the four .pkl files (default: ../shared/original)")
+    orig.add_argument("--out", type=Path, default=Path("data/results/original"),
+                      help="output folder (default: data/results/original)")
 
     sim = verbs.add_parser("simulate", help="simulate a series' scenes and image its domains")
     _common(sim)
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_counts(args)
         return _dispatch(args)
-    except (ValueError, OSError, ResultsLocked) as err:  # ResultsError, TrainingDiverged: ValueError
+    except (ValueError, OSError, ResultsLocked, pickle.UnpicklingError) as err:  # ResultsError, TrainingDiverged: ValueError
         print(f"hrtem-tl: error: {err}", file=sys.stderr)
         return 2
 
@@ -122,6 +130,12 @@ def _dispatch(args) -> int:
 
         for path, seconds in execute(args.paths or find_notebooks()):
             print(f"executed {path} in {seconds:.1f} s")
+        return 0
+    if args.verb == "import-original":
+        from .original import import_original
+
+        for name, rows in import_original(args.source, args.out).items():
+            print(f"{name}: {rows} runs -> {args.out / name}")
         return 0
     series = _series(args)
     if args.verb == "simulate":
