@@ -431,3 +431,16 @@ def test_pretrained_models_are_shared_by_profiles_that_differ_only_in_transfer_s
         changed = replace(cpu, training=replace(cpu.training, **{f.name: new}))
         same = changed.pretrain_hash("noise", "x") == cpu.pretrain_hash("noise", "x")
         assert same == (f.name in TRANSFER_FIELDS + GRID_FIELDS), f.name
+
+
+def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_study, tiny_series, tmp_path):
+    from hrtem_tl.study import projection
+
+    _, kwargs = local_study
+    done = projection(tiny_series, kwargs["results_root"], freezing=("encoder", "none"))
+    assert done["runs"] == 6 and done["pending"] == 0 and done["hours"] == pytest.approx(0)
+    every = projection(tiny_series, kwargs["results_root"], workers=2)  # the decoder runs are still to do
+    assert every["pending"] == 2 and every["pretrained"] == 2 and every["controls"] == 0
+    assert every["hours"] > 0 and "stored runs (defocus)" in every["basis"]
+    empty = projection(tiny_series, tmp_path / "none")
+    assert empty["pending"] == 8 and empty["hours"] is None

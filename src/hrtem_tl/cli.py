@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument("--results", type=Path, default=Path("data/results"))
     study.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     study.add_argument("--limit", type=int, default=None, help="stop after this many new runs")
+    study.add_argument("--plan", action="store_true",
+                       help="print what the sweep still has to do and its projected time, then stop")
     return top
 
 
@@ -166,6 +168,14 @@ def _dispatch(args) -> int:
             return 0
         print(f"{spec.run_id}  ({rec.run['precision']} on {rec.run['device']}; loss = cross-entropy on logits, floor 0)")
         print("\n".join(_evaluation_lines(rec.evaluations)))
+        return 0
+    if args.verb == "study" and args.plan:
+        from .study import projection
+
+        p = projection(series, args.results, args.workers)
+        hours = "unknown" if p["hours"] is None else f"{p['hours']:.1f} h"
+        print(f"{p['series']} ({p['profile']}): {p['pending']} of {p['runs']} runs to do ({p['controls']} controls), "
+              f"{p['pretrained']} pretrained models; projected {hours} with {args.workers} worker(s) ({p['basis']})")
         return 0
     if args.verb == "study":
         from .study import run_study

@@ -19,6 +19,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import Profile
@@ -66,6 +67,54 @@ def plan(series: Series, freezing: tuple[str, ...] | None = None) -> list[RunSpe
             seen.add(spec.pretrain_id)
             out.append(RunSpec(series.name, spec.pretrain_domain, spec.pretrain_domain, "none", spec.seed))
         out.append(spec)
+    return out
+
+
+def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: int = 1,
+               freezing: tuple[str, ...] | None = None) -> dict:
+    """What a sweep of ``series`` still has to do, and how long that should take.
+
+    Counts: ``runs`` (planned), ``pending``, ``pretrained`` (models those need),
+    ``controls``. Time [h]: pending pretrainings and transfers times the median stage
+    wall times of stored runs of the same profile, crop and protocol in any series of
+    ``results_root`` (measured with one thread per worker, as a sweep runs), divided by
+    ``workers``; ``None`` without such runs. ``basis`` says which runs the rates come from.
+    """
+    from .experiment import PROTOCOL
+    from .results import read_table
+
+    profile = series.profile
+    specs = plan(series, freezing)
+    precision = Precision.choose(profile.training.mixed_precision)
+    try:
+        done = finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
+    except ValueError:
+        done = set()  # stale runs do not count; the sweep itself will say so
+    pending = [s for s in specs if s.run_id not in done]
+    models = {s.pretrain_id for s in pending}
+    out = {"series": series.name, "profile": profile.name, "runs": len(specs), "pending": len(pending),
+           "pretrained": len(models), "controls": sum(s.kind == "control" for s in pending), "hours": None,
+           "basis": "no stored runs of this profile, crop and protocol to take rates from"}
+    reference = []
+    for path in sorted(Path(results_root).glob("*/runs.parquet")):
+        runs = read_table(results_root, path.parent.name, "runs")
+        keep = (runs["profile"] == profile.name) & (runs["crop"] == profile.training.crop) & (
+            runs["protocol"] == PROTOCOL)
+        if keep.any():
+            reference.append(runs[keep].assign(folder=path.parent.name))
+    if reference:
+        ref = pd.concat(reference, ignore_index=True)
+        models_ref = ref.drop_duplicates("pretrain_id")
+        pre, tl = float(models_ref["wall_pretrain_s"].median()), float(ref["wall_transfer_s"].median())
+        # evaluation, loading and whatever else shared the machine: the stored runs' real
+        # elapsed time over the sum of their stage times (per worker), at least 1
+        span = float(ref["finished_at"].max() - ref["finished_at"].min())
+        staged = (models_ref["wall_pretrain_s"].sum() + ref["wall_transfer_s"].sum()) / workers
+        overhead = max(1.0, span / staged) if len(ref) > 4 and staged > 0 else 1.0
+        out["hours"] = overhead * (len(models) * pre + len(pending) * tl) / workers / 3600
+        out["basis"] = (f"median stage times of {len(ref)} stored runs ({', '.join(sorted(set(ref['folder'])))}): "
+                        f"pretraining {pre:.0f} s, transfer {tl:.0f} s per worker, times {overhead:.2f} for "
+                        "evaluation and loading as those runs measured it; simulation not included")
     return out
 
 
