@@ -14,7 +14,7 @@ from IPython.display import display
 
 from .explore import METRIC_TITLES, matrix_figure
 from .metrics import METRICS
-from .results import REDUCTIONS, ResultsError, read_results
+from .results import REDUCTIONS, ResultsError, read_results, transfers
 from .series import FREEZING
 
 ALL = "all"
@@ -91,7 +91,8 @@ class ExplorerApp:
             if runs.empty:
                 self.status.value = "<b>No runs match these filters.</b>"
                 return
-            self.status.value = f"{len(runs[runs['freezing'].isin(freezing)])} runs match."
+            chosen = transfers(runs)
+            self.status.value = f"{int(chosen['freezing'].isin(freezing).sum())} transfer runs match."
             fig = matrix_figure(runs, evals, self.series.value, freezing=freezing, metric=self.metric.value,
                                 reduction=self.reduction.value, profile=self.profile.value)
             display(fig)

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, METRICS
-from .results import REDUCTIONS, ResultsError, as_array, matrices, read_results
+from .results import REDUCTIONS, ResultsError, as_array, matrices, read_results, transfers
 from .series import DOSES, FREEZING
 from .lattices import LATTICES
 
@@ -155,7 +155,8 @@ def profile_scale(runs: pd.DataFrame) -> str:
     """One line saying what scale produced these runs."""
     first = runs.iloc[0]
     seeds = runs["seed"].nunique()
-    return (f"{len(runs)} transfer runs, {seeds} seed(s); {first['pretrain_images']} pretraining and "
+    return (f"{len(transfers(runs))} transfer runs, {seeds} seed(s), protocol {first['protocol']}; "
+            f"{first['pretrain_images']} pretraining and "
             f"{first['transfer_images']} transfer images of {first['crop']} px crops; "
             f"{first['pretrain_epochs']}+{first['transfer_epochs']} epochs")
 
@@ -167,8 +168,8 @@ def per_model_sizes(runs: pd.DataFrame, evals: pd.DataFrame) -> list[dict]:
     the pretraining size. After transfer learning: one row per run and evaluated
     domain of the target's lattice, tagged by the transfer (target) size.
     """
-    ev = evals.merge(runs[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain", "freezing"]],
-                     on=["run_id", "profile"])
+    ev = evals.merge(transfers(runs)[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain",
+                                      "freezing"]], on=["run_id", "profile"])  # control runs are no transfers
     ev["eval_size"] = ev["eval_domain"].str.split("_").str[1]
     ev["eval_lattice"] = ev["eval_domain"].str.split("_").str[0]
     pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain", "freezing"])
