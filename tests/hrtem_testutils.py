@@ -97,3 +97,22 @@ def synthetic_results(root: Path, series: str, seeds=(0, 1), profile: str = "cpu
     append_records(root, series, {"runs": runs, "evaluations": evals, "histories": []})
     pd.DataFrame(columns=["run_id", "profile", "stage", "epoch", "train_loss", "val_loss", "val_dice", "lr"]).astype(
         {"epoch": "int64"}).to_parquet(root / series / "histories.parquet")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``hrtem-tl`` in-process; returns (exit code, stdout, stderr)."""
+    from hrtem_tl import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *names: str) -> None:
+    """Exit code 2 and one ``hrtem-tl: error: ...`` line naming each of ``names``."""
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hrtem-tl: error: ")
+    for name in names:
+        assert name in lines[0], (name, lines[0])

@@ -8,22 +8,7 @@ import sys
 
 import pytest
 
-from hrtem_tl import cli
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *names: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hrtem-tl: error: ")
-    for name in names:
-        assert name in lines[0], (name, lines[0])
+from hrtem_testutils import assert_one_line_error, run_cli
 
 
 @pytest.fixture

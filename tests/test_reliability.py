@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hrtem_testutils import set_torch_threads
+from hrtem_testutils import assert_one_line_error, run_cli, set_torch_threads
 from hrtem_tl import cli
 from hrtem_tl import model as M
 from hrtem_tl import results as R
@@ -47,21 +47,6 @@ def write_lock(folder: Path, pid: int, host: str | None = None, since: float = 1
 
 def temps(*folders: Path) -> list[Path]:
     return [p for f in folders for p in Path(f).rglob("*.tmp")]
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *names: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hrtem-tl: error: ")
-    for name in names:
-        assert name in lines[0], (name, lines[0])
 
 
 @pytest.fixture

@@ -510,14 +510,20 @@ def _wide(series: str, frame: pd.DataFrame, runs: pd.DataFrame, order: np.ndarra
             "histories": _empty_histories()}
 
 
-def convert_structure(frame: pd.DataFrame, sha: str) -> dict[str, pd.DataFrame]:
-    series = "structure"
+def _stage_columns(frame: pd.DataFrame, series: str, to_domain, pretrain: str, transfer: str) -> list:
+    """[(stage, {domain: source column})] for the columns named ``<prefix><domain>``."""
     stages = []
-    for stage, prefix in (("pretrain", "best_pretrain_performance_validation_"),
-                          ("transfer", "best_transfer_performance_validation_")):
-        columns = {structure_domain(c.removeprefix(prefix)): c for c in frame.columns if c.startswith(prefix)}
+    for stage, prefix in (("pretrain", pretrain), ("transfer", transfer)):
+        columns = {to_domain(c.removeprefix(prefix)): c for c in frame.columns if c.startswith(prefix)}
         _checked(pd.Series(list(columns)), series)
         stages.append((stage, columns))
+    return stages
+
+
+def convert_structure(frame: pd.DataFrame, sha: str) -> dict[str, pd.DataFrame]:
+    series = "structure"
+    stages = _stage_columns(frame, series, structure_domain, "best_pretrain_performance_validation_",
+                            "best_transfer_performance_validation_")
     core = pd.DataFrame({
         "pretrain_domain": frame["pretrain_structure"].map(structure_domain),
         "target_domain": frame["transfer_structure"].map(structure_domain),
@@ -535,11 +541,7 @@ def convert_structure(frame: pd.DataFrame, sha: str) -> dict[str, pd.DataFrame]:
 
 def convert_defocus(frame: pd.DataFrame, sha: str) -> dict[str, pd.DataFrame]:
     series = "defocus"
-    stages = []
-    for stage, prefix in (("pretrain", "best_pretrain_val_"), ("transfer", "best_transfer_performance_")):
-        columns = {defocus_domain(c.removeprefix(prefix)): c for c in frame.columns if c.startswith(prefix)}
-        _checked(pd.Series(list(columns)), series)
-        stages.append((stage, columns))
+    stages = _stage_columns(frame, series, defocus_domain, "best_pretrain_val_", "best_transfer_performance_")
     core = pd.DataFrame({
         "pretrain_domain": frame["pretrain_defocus"].map(defocus_domain),
         "target_domain": frame["transfer_defocus"].map(defocus_domain),
