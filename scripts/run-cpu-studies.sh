@@ -8,10 +8,10 @@ mkdir -p logs
 for series in "${@:-noise structure tlsize}"; do
   for s in $series; do
     echo "$(date -Is) start $s" >> logs/study-cpu.log
-    .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --plan >> logs/study-cpu.log 2>&1 || true
     # Print the projection, simulate what is missing (two scenes at a time), then run the
     # grid with two one-thread workers: a pretrained model's runs start as soon as it is
     # trained, while the other worker trains the next model.
+    .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --plan >> logs/study-cpu.log 2>&1 || true
     nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 >> "logs/study-$s-cpu.log" 2>&1
     echo "$(date -Is) done $s" >> logs/study-cpu.log
   done
