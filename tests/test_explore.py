@@ -46,3 +46,18 @@ def test_partial_results_give_valid_json_and_exact_values(tmp_path, series):
 def test_missing_results_give_a_note(tmp_path):
     note = explorer_or_note(tmp_path, "structure")
     assert "No structure results" in note and "hrtem-tl study structure" in note
+
+
+def test_size_rows_count_each_pretrained_model_once(tmp_path):
+    """After pretraining each model appears once per evaluated domain, whatever the freezing options."""
+    from hrtem_testutils import synthetic_results
+
+    from hrtem_tl.explore import per_model_sizes
+    from hrtem_tl.results import read_results
+
+    synthetic_results(tmp_path, "structure", seeds=(0,))
+    tables = read_results(tmp_path, "structure")
+    pre = [r for r in per_model_sizes(tables["runs"], tables["evaluations"]) if r["stage"] == "pretrain"]
+    models = tables["runs"]["pretrain_id"].nunique()
+    assert len(pre) == 2 * models  # each model on both particle sizes of its own lattice, once
+    assert {r["freezing"] for r in pre} == {"decoder+encoder+none"}

@@ -165,14 +165,19 @@ def per_model_sizes(runs: pd.DataFrame, evals: pd.DataFrame) -> list[dict]:
     """Per-model values on small and large particles, for the size distributions.
 
     After pretraining: one row per pretrained model and evaluated domain, tagged by
-    the pretraining size. After transfer learning: one row per run and evaluated
-    domain of the target's lattice, tagged by the transfer (target) size.
+    the pretraining size, its ``freezing`` the "+"-joined modes of the model's runs (it
+    counts once if any is chosen). After transfer learning: one row per run and
+    evaluated domain of the target's lattice, tagged by the transfer (target) size.
     """
     ev = evals.merge(transfers(runs)[["run_id", "profile", "pretrain_id", "pretrain_domain", "target_domain",
                                       "freezing"]], on=["run_id", "profile"])  # control runs are no transfers
     ev["eval_size"] = ev["eval_domain"].str.split("_").str[1]
     ev["eval_lattice"] = ev["eval_domain"].str.split("_").str[0]
-    pre = ev[ev["stage"] == "pretrain"].drop_duplicates(["profile", "pretrain_id", "eval_domain", "freezing"])
+    pre = ev[ev["stage"] == "pretrain"]
+    # each pretrained model once per evaluated domain, with the freezing modes of its runs
+    modes = pre.groupby(["profile", "pretrain_id"])["freezing"].agg(lambda f: "+".join(sorted(set(f))))
+    pre = pre.drop_duplicates(["profile", "pretrain_id", "eval_domain"]).drop(columns="freezing").merge(
+        modes.reset_index(), on=["profile", "pretrain_id"])
     pre = pre.assign(group=pre["pretrain_domain"].str.split("_").str[1],
                      same=pre["eval_lattice"] == pre["pretrain_domain"].str.split("_").str[0])
     post = ev[(ev["stage"] == "transfer")]

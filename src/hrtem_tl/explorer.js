@@ -71,7 +71,10 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
     if (sizes) drawSizes();
   }
   function drawSizes() {
-    const rows = payload.sizes.filter(r => r.profile === state.profile && state.freezing.has(r.freezing));
+    // a pretrained model counts once if any of its runs' freezing modes is chosen
+    const chosen = r => r.stage === "pretrain" ? r.freezing.split("+").some(f => state.freezing.has(f))
+                                                : state.freezing.has(r.freezing);
+    const rows = payload.sizes.filter(r => r.profile === state.profile && chosen(r));
     const traces = [];
     [["pretrain", "x"], ["transfer", "x2"]].forEach(([stage, ax]) => {
       ["small", "large"].forEach((group, g) => {
