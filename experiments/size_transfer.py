@@ -20,6 +20,9 @@ and writes one row per transfer to ``data/experiments/size_transfer.parquet``: t
 variant, pair, seed, Dice and loss on the target's test split before and after transfer
 learning, and the jump of the training loss at the first transfer epoch. Variants that
 change only the transfer stage share their pretrained models (``Profile.pretrain_hash``).
+``size_transfer_pretrained.parquet`` beside it holds every pretrained model's test
+Dice and loss on each domain (crop 160 against crop 96: what small crops cost before
+any transfer). ``--pretrained-only`` writes only that table, from cached models.
 
     python experiments/size_transfer.py [--profile cpu] [--lattices ZnS Cu] [--seeds 0 1] [--workers 2]
 """
@@ -37,7 +40,7 @@ import pandas as pd
 
 from hrtem_tl.config import load_profile
 from hrtem_tl.datasets import simulate_series
-from hrtem_tl.experiment import RunSpec, run_transfer
+from hrtem_tl.experiment import RunSpec, pretrained, run_transfer
 from hrtem_tl.series import Series
 from hrtem_tl.study import pretrain_job
 
@@ -76,6 +79,24 @@ def transfer_row(name: str, profile, spec: RunSpec, roots: tuple[str, str]) -> d
             "config_hash": rec.run["config_hash"], "git_commit": rec.run["git_commit"]}
 
 
+def write_pretrained(profiles: dict, jobs: dict, args) -> None:
+    """One row per pretrained model (variant crop, domain, seed) and evaluated domain."""
+    crop = {}
+    for name, p in profiles.items():
+        crop.setdefault(p.training.crop, name)  # the first variant with that pretraining names it
+    rows = []
+    for profile, domain, seed in jobs.values():
+        _, meta = pretrained(Series("structure", profile), domain, seed, data_root=args.data,
+                             checkpoints=args.checkpoints)
+        for eval_domain, m in meta["evaluations"].items():
+            rows.append({"variant": crop[profile.training.crop], "crop": profile.training.crop, "domain": domain,
+                         "seed": seed, "eval_domain": eval_domain, "dice": m["dice"], "loss": m["loss"],
+                         "best_epoch": meta["stage"]["best_epoch"]})
+    path = args.out.with_name(args.out.stem + "_pretrained.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).sort_values(["crop", "domain", "seed", "eval_domain"]).to_parquet(path, index=False)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="cpu", help="base profile (default cpu; smoke checks the script)")
@@ -85,6 +106,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=Path("cache/datasets"))
     ap.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--pretrained-only", action="store_true",
+                    help="only tabulate the pretrained models (trains those not cached)")
     args = ap.parse_args(argv)
     roots = (str(args.data.resolve()), str(args.checkpoints.resolve()))
     profiles = {name: variant_profile(args.profile, args.lattices, args.seeds, change)
@@ -102,6 +125,9 @@ def main(argv=None) -> None:
                     jobs.setdefault(key, (profile, domain.name, seed))
         for f in [pool.submit(pretrain_job, p, "structure", d, s, *roots, 1) for p, d, s in jobs.values()]:
             f.result()
+        write_pretrained(profiles, jobs, args)
+        if args.pretrained_only:
+            return
         futures = []
         for name, profile in profiles.items():
             series = Series("structure", profile)
