@@ -61,3 +61,15 @@ def test_size_rows_count_each_pretrained_model_once(tmp_path):
     models = tables["runs"]["pretrain_id"].nunique()
     assert len(pre) == 2 * models  # each model on both particle sizes of its own lattice, once
     assert {r["freezing"] for r in pre} == {"decoder+encoder+none"}
+
+
+def test_hover_says_what_each_cell_holds():
+    from hrtem_tl.explore import _figure, series_domains
+
+    n = len(series_domains("noise"))
+    empty = [[None] * n for _ in range(n)]
+    cells = {k: {"value": empty, "count": empty, "q25": empty, "q75": empty} for k in ("pretrain", "transfer")}
+    pre, post = _figure("noise", cells, "dice", "median", "cpu").data
+    assert "%{text} %{x}" in post.hovertemplate and "transferred to on" not in post.hovertemplate
+    assert {t for row in pre.text for t in row} == {"evaluated on"}
+    assert post.text[1][1].startswith("no transfer") and post.text[0][1] == "transferred to and evaluated on"

@@ -96,9 +96,12 @@ def _figure(series: str, cells: dict, metric: str, reduction: str, profile: str)
     for col, stage in enumerate(("pretrain", "transfer"), start=1):
         c = cells[stage]
         custom = [[list(cell) for cell in zip(*rows)] for rows in zip(c["count"], c["q25"], c["q75"])]
+        # what a cell holds: the diagonal of the transfer matrix has no transfer in it
+        what = [["evaluated on" if stage == "pretrain" else "no transfer: the pretrained model itself on" if r == k
+                 else "transferred to and evaluated on" for k in range(len(labels))] for r in range(len(labels))]
         fig.add_trace(go.Heatmap(
-            z=c["value"], x=labels, y=labels, coloraxis="coloraxis", customdata=custom, xgap=1, ygap=1,
-            hovertemplate=(f"pretrained on %{{y}}<br>{'evaluated' if stage == 'pretrain' else 'transferred to'} on %{{x}}"
+            z=c["value"], x=labels, y=labels, coloraxis="coloraxis", customdata=custom, text=what, xgap=1, ygap=1,
+            hovertemplate=("pretrained on %{y}<br>%{text} %{x}"
                            f"<br>{reduction} %{{z:.4f}}<br>models %{{customdata[0]}}"
                            "<br>IQR %{customdata[1]:.4f} – %{customdata[2]:.4f}<extra></extra>"),
             name=stage,
