@@ -46,6 +46,38 @@ def parser() -> argparse.ArgumentParser:
     orig.add_argument("--out", type=Path, default=Path("data/results/original"),
                       help="output folder (default: data/results/original)")
 
+    seg = verbs.add_parser("segment", help="segment micrographs (TIFF, PNG, DM3/DM4, MRC, EMD, SER) with a model")
+    seg.add_argument("files", nargs="+", type=Path, help="micrograph files")
+    seg.add_argument("--model", default=None, help="model name (see 'hrtem-tl models') or model folder")
+    seg.add_argument("--pixel-size", type=float, default=None,
+                     help="pixel size [Å]; overrides the files' calibration (needed when they have none)")
+    seg.add_argument("--frame", type=int, default=None, help="image of a stack to segment (0-based)")
+    seg.add_argument("--out", type=Path, default=Path("segmented"), help="output folder (default: segmented)")
+    seg.add_argument("--tile", type=int, default=256, help="inference tile [px] at the model's pixel size (default: 256)")
+    seg.add_argument("--bf16", action="store_true", help="bf16 autocast inference (fast on CPUs with AMX/AVX512-BF16)")
+
+    ft = verbs.add_parser("finetune", help="fine-tune a model on your images and masks (the study's transfer recipe)")
+    ft.add_argument("images", nargs="+", type=Path, help="image files")
+    ft.add_argument("--masks", nargs="+", type=Path, required=True, help="mask files, one per image (nonzero = particle)")
+    ft.add_argument("--from", dest="from_model", required=True, help="parent model: name or folder")
+    ft.add_argument("--freeze", default=None, choices=("decoder", "encoder", "none"),
+                    help="weights to freeze (default: decoder, with the reason printed)")
+    ft.add_argument("--out", type=Path, default=None,
+                    help="new model folder (default: <user models folder>/<parent>-finetuned)")
+    ft.add_argument("--epochs", type=int, default=4, help="epochs (default: 4)")
+    ft.add_argument("--steps", type=int, default=8, help="mini-batches per epoch (default: 8)")
+    ft.add_argument("--pixel-size", type=float, default=None, help="pixel size [Å] of the images (overrides calibration)")
+    ft.add_argument("--frame", type=int, default=None, help="image of a stack to use (0-based)")
+    ft.add_argument("--seed", type=int, default=0)
+
+    verbs.add_parser("models", help="list the shipped and the user's models")
+
+    exp = verbs.add_parser("export-model", help="write a study checkpoint as a model folder for 'segment'")
+    exp.add_argument("checkpoint", type=Path, help="<checkpoints>/<profile>/<series>/pretrain_<domain>_s<seed>_<key>.safetensors")
+    exp.add_argument("out", type=Path, help="model folder to write")
+    exp.add_argument("--weights", default="fp32", choices=("fp32", "bf16", "fp16"), help="stored precision (default: fp32)")
+    exp.add_argument("--profiles", type=Path, default=None, help="profile file (default: the packaged profiles.toml)")
+
     sim = verbs.add_parser("simulate", help="simulate a series' scenes and image its domains")
     _common(sim)
     sim.add_argument("--out", type=Path, default=None, help="dataset folder (same as --data)")
@@ -139,6 +171,8 @@ def _dispatch(args) -> int:
         for name, rows in import_original(args.source, args.out).items():
             print(f"{name}: {rows} runs -> {args.out / name}")
         return 0
+    if args.verb in ("segment", "finetune", "models", "export-model"):
+        return _user_verbs(args)
     series = _series(args)
     if args.verb == "simulate":
         from .datasets import simulate_series, write_montage
@@ -184,6 +218,49 @@ def _dispatch(args) -> int:
                             results_root=args.results, data_root=args.data, checkpoints=args.checkpoints,
                             limit=args.limit)
         print(json.dumps(summary))
+        return 0
+    raise AssertionError(args.verb)
+
+
+def _user_verbs(args) -> int:
+    """The verbs for microscopists' own files: segment, finetune, models, export-model."""
+    if args.verb == "models":
+        from .models import describe, list_models, search_path
+
+        models = list_models()
+        for folder, card in models:
+            print(describe(folder, card))
+        if not models:
+            print("no models installed; searched: " + ", ".join(str(p) for p in search_path()))
+        return 0
+    if args.verb == "export-model":
+        from .models import export_checkpoint
+
+        print(f"model folder {export_checkpoint(args.checkpoint, args.out, profiles=args.profiles, weights=args.weights)}")
+        return 0
+    if args.verb == "segment":
+        from .models import resolve_model
+        from .segment import default_threads, segment_files
+        from .train import Precision
+
+        if args.frame is not None and args.frame < 0:
+            raise ValueError(f"--frame must be at least 0, got {args.frame}")
+        folder = resolve_model(args.model)
+        default_threads()
+        precision = Precision("cpu", __import__("torch").bfloat16) if args.bf16 else Precision.choose(mixed=False)
+        _, errors = segment_files(args.files, folder, args.out, pixel_size=args.pixel_size, frame=args.frame,
+                                  tile=args.tile, precision=precision)
+        return 2 if errors else 0
+    if args.verb == "finetune":
+        from .finetune import finetune
+        from .models import resolve_model, user_models_dir
+
+        out = args.out or user_models_dir() / f"{resolve_model(args.from_model).name}-finetuned"
+        card = finetune(args.images, args.masks, args.from_model, out, freeze=args.freeze, epochs=args.epochs,
+                        steps=args.steps, pixel_size=args.pixel_size, frame=args.frame, seed=args.seed)
+        held = card["held_out"]
+        print(f"model folder {out}: held-out Dice {held['dice']:.3f} (before {held['dice_before']:.3f}) on "
+              f"{held['images']} image(s), best epoch {held['best_epoch']}, freezing {card['freezing']}")
         return 0
     raise AssertionError(args.verb)
 
