@@ -19,6 +19,7 @@ import pandas as pd
 from IPython.display import HTML
 
 from hrtem_tl import analysis as A
+from hrtem_tl import measures as M
 from hrtem_tl import stats as S
 from hrtem_tl.results import ResultsError, read_results
 from hrtem_tl.series import parse_structure_domain
@@ -74,10 +75,10 @@ def load(series: str, root: Path = RESULTS) -> SeriesData:
         tables = read_results(root, series)
     except ResultsError as err:
         return SeriesData(series, missing=str(err))
-    profile = A.pick_profile(tables["runs"]["profile"])
+    profile = M.pick_profile(tables["runs"]["profile"])
     if profile is None:
         return SeriesData(series, missing=f"{root}/{series}/runs.parquet holds no runs")
-    runs, evals = A.for_profile(tables["runs"], tables["evaluations"], profile)
+    runs, evals = M.for_profile(tables["runs"], tables["evaluations"], profile)
     hist = tables["histories"][tables["histories"]["profile"] == profile]
     return SeriesData(series, runs, evals, hist, profile)
 
@@ -322,7 +323,7 @@ def example_files() -> dict[str, tuple[str, Path]]:
     """For each series, the example file of the largest-scale profile present."""
     found = {}
     for series in ("noise", "structure"):
-        for profile in A.PROFILE_ORDER:
+        for profile in M.PROFILE_ORDER:
             path = EXAMPLES / profile / f"{series}.npz"
             if path.exists():
                 found[series] = (profile, path)
@@ -447,7 +448,7 @@ def curves_figure(datasets: list[SeriesData]):
 
 def size_cells(data: SeriesData) -> pd.DataFrame:
     """After-TL target metrics of a series' full fine-tuning runs, with their transfer-set size."""
-    return A.size_cells(data.runs, data.evaluations)
+    return M.size_cells(data.runs, data.evaluations)
 
 
 def size_figure(data: SeriesData):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from hrtem_tl import analysis as A
+from hrtem_tl import measures as M
 from hrtem_tl.metrics import METRICS
 from hrtem_tl.series import parse_structure_domain as split_domain
 from hrtem_tl.results import SCHEMA, validate
@@ -110,7 +111,7 @@ def test_shares_of_constant_cells_or_a_single_row_are_nan():
     assert np.isnan(A.variance_shares(cells, "loss")["row"])
     one_row = matrix_cells({("a", c): float(i) for i, c in enumerate("xyz")})
     assert np.isnan(A.variance_shares(one_row, "loss")["col"])
-    assert np.isnan(A.lowest_row_gap(one_row, "loss", "loss", "a")["mean"])
+    assert np.isnan(M.lowest_row_gap(one_row, "loss", "loss", "a")["mean"])
 
 
 # --------------------------------------------------------------------------- tables
@@ -118,23 +119,23 @@ def test_shares_of_constant_cells_or_a_single_row_are_nan():
 
 def test_model_cells_counts_each_pretrained_model_once():
     runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.1, lambda a, b, f, s: 0.05, seeds=(0,))
-    pre = A.model_cells(runs, evals, "pretrain")
+    pre = M.model_cells(runs, evals, "pretrain")
     assert len(pre) == 3 * 3  # 3 pretrained models x 3 evaluated domains, not x runs
-    post = A.model_cells(runs, evals, "transfer")
+    post = M.model_cells(runs, evals, "transfer")
     assert len(post) == len(runs) and (post["eval_domain"] == post["target_domain"]).all()
-    assert len(A.model_cells(runs, evals, "transfer", freezing=["none"])) == len(runs) // 3
+    assert len(M.model_cells(runs, evals, "transfer", freezing=["none"])) == len(runs) // 3
 
 
 def test_goodness_flips_only_the_loss():
-    assert A.goodness(2.0, "loss") == -2.0 and A.goodness(0.5, "dice") == 0.5
+    assert M.goodness(2.0, "loss") == -2.0 and M.goodness(0.5, "dice") == 0.5
     with pytest.raises(ValueError):
-        A.goodness(1.0, "nonsense")
+        M.goodness(1.0, "nonsense")
 
 
 def test_pick_profile_prefers_the_largest_scale():
-    assert A.pick_profile(["smoke", "cpu"]) == "cpu"
-    assert A.pick_profile(["gpu", "cpu", "paper"]) == "paper"
-    assert A.pick_profile([]) is None
+    assert M.pick_profile(["smoke", "cpu"]) == "cpu"
+    assert M.pick_profile(["gpu", "cpu", "paper"]) == "paper"
+    assert M.pick_profile([]) is None
 
 
 # --------------------------------------------------------------------------- uncertainty and verdicts
@@ -164,13 +165,13 @@ def test_equivalence_and_combine():
 def test_lowest_row_gap_and_dose_slope():
     loss = {"dose30": 3.0, "dose75": 2.0, "dose150": 1.0}
     cells = matrix_cells({(r, c): loss[r] + loss[c] for r in loss for c in loss})
-    gap = A.lowest_row_gap(cells, "loss", "loss", "dose30")
+    gap = M.lowest_row_gap(cells, "loss", "loss", "dose30")
     assert gap["mean"] == pytest.approx(-1.5) and gap["best"] == pytest.approx(-1.5)  # 1.5 worse everywhere
-    assert A.lowest_row_gap(cells, "loss", "loss", "dose150")["mean"] == pytest.approx(1.5)
-    slope = A.dose_slope(cells, "loss", "loss")  # goodness = -loss rises with the dose
+    assert M.lowest_row_gap(cells, "loss", "loss", "dose150")["mean"] == pytest.approx(1.5)
+    slope = M.dose_slope(cells, "loss", "loss")  # goodness = -loss rises with the dose
     x = np.log2([30, 75, 150])
     assert slope == pytest.approx(np.polyfit(x, [-5.0, -4.0, -3.0], 1)[0])
-    assert A.dose_slope(cells, "dice", "dice") == pytest.approx(-slope)
+    assert M.dose_slope(cells, "dice", "dice") == pytest.approx(-slope)
 
 
 def test_class_contrast_and_lighter_advantage():
@@ -179,14 +180,14 @@ def test_class_contrast_and_lighter_advantage():
             ("Ag_small", "Cu_small"): 0.8}
     values = {(r, c): good.get((r, c), 0.5) for r in classes for c in classes}
     cells = matrix_cells(values)
-    assert A.class_contrast(cells, "dice", "dice", classes, main_effects_removed=False) == pytest.approx(0.85 - 0.5)
-    assert A.class_contrast(cells, "dice", "dice", classes) > 0.2  # no row or column effect to remove here
-    weights = A.mean_atomic_number(classes)
-    pairs = A.lighter_pairs(classes, weights)
+    assert M.class_contrast(cells, "dice", "dice", classes, main_effects_removed=False) == pytest.approx(0.85 - 0.5)
+    assert M.class_contrast(cells, "dice", "dice", classes) > 0.2  # no row or column effect to remove here
+    weights = M.mean_atomic_number(classes)
+    pairs = M.lighter_pairs(classes, weights)
     assert ("C_small", "Si_small") in pairs and ("Cu_small", "Ag_small") in pairs
-    assert A.lighter_advantage(cells, "dice", "dice", pairs) == pytest.approx(0)  # equal on the other lattices
+    assert M.lighter_advantage(cells, "dice", "dice", pairs) == pytest.approx(0)  # equal on the other lattices
     values[("C_small", "Cu_small")] = 0.7
-    assert A.lighter_advantage(matrix_cells(values), "dice", "dice", pairs) == pytest.approx(0.1 / 2)  # C vs Si: 0.1
+    assert M.lighter_advantage(matrix_cells(values), "dice", "dice", pairs) == pytest.approx(0.1 / 2)  # C vs Si: 0.1
 
 
 def test_class_contrast_with_main_effects_removed_ignores_easy_lattices():
@@ -194,22 +195,22 @@ def test_class_contrast_with_main_effects_removed_ignores_easy_lattices():
     classes = {"C_small": "x", "Si_small": "x", "Cu_small": "x", "Ag_small": "y"}
     easy = {"C_small": 0.0, "Si_small": 0.0, "Cu_small": 0.0, "Ag_small": 0.3}  # the lone class-y target is easy
     cells = matrix_cells({(r, c): 0.5 + easy[c] for r in classes for c in classes})
-    assert A.class_contrast(cells, "dice", "dice", classes, main_effects_removed=False) != pytest.approx(0)
-    assert A.class_contrast(cells, "dice", "dice", classes) == pytest.approx(0, abs=1e-12)
+    assert M.class_contrast(cells, "dice", "dice", classes, main_effects_removed=False) != pytest.approx(0)
+    assert M.class_contrast(cells, "dice", "dice", classes) == pytest.approx(0, abs=1e-12)
 
 
 def test_structure_types_differ_from_space_groups():
-    types = A.structure_types(["C_small", "Si_small", "Fe3O4_small", "Co3O4_large", "CdSe_small"])
+    types = M.structure_types(["C_small", "Si_small", "Fe3O4_small", "Co3O4_large", "CdSe_small"])
     assert types == {"C_small": "diamond", "Si_small": "diamond", "Fe3O4_small": "spinel",
                      "Co3O4_large": "spinel", "CdSe_small": "wurtzite"}
-    groups = A.space_groups(["C_small", "Fe3O4_small"])
+    groups = M.space_groups(["C_small", "Fe3O4_small"])
     assert groups["C_small"] == groups["Fe3O4_small"] == 227  # one space group, two structure types
 
 
 def test_space_groups_and_lightness_of_the_lattices():
-    groups = A.space_groups(["CdSe_small", "Fe3O4_large", "Fe_small"])
+    groups = M.space_groups(["CdSe_small", "Fe3O4_large", "Fe_small"])
     assert groups == {"CdSe_small": 186, "Fe3O4_large": 227, "Fe_small": 229}
-    z = A.mean_atomic_number(["Fe3O4_small", "C_small"])
+    z = M.mean_atomic_number(["Fe3O4_small", "C_small"])
     assert z["C_small"] == 6 and z["Fe3O4_small"] == pytest.approx((3 * 26 + 4 * 8) / 7)
 
 
@@ -221,7 +222,7 @@ def test_size_gaps():
         return 0.9 - (0.2 if (la == ld and sa != sd) else 0) - (0.4 if la != ld else 0)
     pre_cells = matrix_cells({(a, d): pre(a, d) for a in domains for d in domains})
     post_cells = matrix_cells({(a, d): 0.85 for a in domains for d in domains if a != d})
-    gaps = A.size_gaps(pre_cells, post_cells, "dice", "dice")
+    gaps = M.size_gaps(pre_cells, post_cells, "dice", "dice")
     assert gaps["before"] == pytest.approx(0.2) and gaps["after"] == pytest.approx(0.05)
     assert gaps["left"] == pytest.approx(0.25) and gaps["small_on_large"] == pytest.approx(0.2)
     assert gaps["lattice"] == pytest.approx(0.4) and gaps["ratio"] == pytest.approx(0.5)
@@ -230,12 +231,12 @@ def test_size_gaps():
 def test_paired_freezing_and_freezing_table():
     runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.2,
                                lambda a, b, f, s: {"none": 0.1, "decoder": 0.1, "encoder": 0.12}[f], seeds=(0,))
-    pairs = A.paired_freezing(runs, evals, "loss")
+    pairs = M.paired_freezing(runs, evals, "loss")
     enc = pairs[pairs["freezing"] == "encoder"]
     assert set(enc["unit"]) == set(pairs.loc[pairs["freezing"] == "decoder", "unit"])
     assert enc["diff"].to_numpy() == pytest.approx(-0.02) and enc["rel"].to_numpy() == pytest.approx(0.2)
     assert enc["time_ratio"].to_numpy() == pytest.approx(0.7, rel=0.05)
-    table = A.freezing_table(runs, evals)
+    table = M.freezing_table(runs, evals)
     assert table.loc["encoder", "trainable_share"] == pytest.approx(0.22)
     assert table.loc["none", "runs"] == 6
 
@@ -243,21 +244,21 @@ def test_paired_freezing_and_freezing_table():
 def test_control_changes_measure_transfer_learning_against_further_training_at_home():
     runs, evals = fake_results(DOSES[:3], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,), other_change=0.5,
                                control_change=0.1)
-    changes = A.control_changes(runs, evals, "loss")
+    changes = M.control_changes(runs, evals, "loss")
     assert len(changes) == (len(runs) - 3) * 2  # transfers (not controls) x 2 other domains
     assert set(changes["kind"]) == {"source", "other"}
     assert changes["change"].to_numpy() == pytest.approx(-0.1)  # loss 0.2 -> 0.3
     assert changes["control_change"].to_numpy() == pytest.approx(-0.02)  # 0.2 -> 0.22 at home
     assert changes["excess"].to_numpy() == pytest.approx(-0.08)
     no_controls = fake_results(DOSES[:3], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,))
-    assert A.control_changes(*no_controls, "loss").empty
+    assert M.control_changes(*no_controls, "loss").empty
 
 
 def test_worse_than_start_compares_each_transfer_with_its_pretrained_model():
     runs, evals = fake_results(["Cu_small", "Cu_large", "Ag_small"], lambda a, d, s: 0.2,
                                lambda a, b, f, s: 0.3 if b == "Cu_large" else 0.1, seeds=(0,), series="structure",
                                control_change=0.0)
-    w = A.worse_than_start(runs, evals)
+    w = M.worse_than_start(runs, evals)
     assert len(w) == len(runs) - 3 and w.loc[w["pair"].str.endswith("Cu_large"), "worse"].all()
     assert not w.loc[~w["pair"].str.endswith("Cu_large"), "worse"].any()
     assert w.loc[w["pair"] == "Cu_small>Cu_large", "same_lattice"].all()
@@ -319,7 +320,7 @@ def test_no_results_means_not_yet_tested():
 def test_structure_claims_on_a_small_hand_made_series():
     lattices = ["Cu", "Ag", "C", "Si"]
     domains = [f"{l}_{s}" for l in lattices for s in ("small", "large")]
-    group = A.structure_types(domains)
+    group = M.structure_types(domains)
 
     def pre(a, d):
         (la, sa), (ld, sd) = split_domain(a), split_domain(d)
