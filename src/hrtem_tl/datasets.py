@@ -50,7 +50,7 @@ from .config import Profile
 from .series import Domain, SceneSet, Series
 from .simulate import apply_dose, calibrate_zero_defocus, exit_waves, image_intensity, label_mask
 from .structures import make_scene
-from .writers import remove_dead_temps, temp_path
+from .writers import remove_dead_temps, replacing
 
 SPLITS = ("train", "transfer", "val", "test")
 # Bump when the imaging or labelling rules change: domain files and pretrained models
@@ -68,14 +68,8 @@ def _seed(*parts: str | int) -> np.random.SeedSequence:
 def save_npz(path: Path, **arrays) -> None:
     """Write ``arrays`` to ``path`` atomically (temporary file, then rename; a failed
     write removes its temporary file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _digest(value) -> str:
@@ -223,12 +217,8 @@ def simulate_series(series: Series, root: Path = DEFAULT_ROOT, workers: int = 1,
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _stored_key(path: Path) -> str | None:

@@ -16,14 +16,12 @@ Checkpoints are safetensors files with a JSON sidecar; loading never unpickles.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .writers import temp_path
+from .writers import replacing
 
 FREEZE_MODES = ("none", "encoder", "decoder")
 ARCHITECTURE = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 1, "classes": 2}
@@ -72,18 +70,11 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
     Both go through temporary files that a failed write removes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    sidecar = path.with_suffix(".json")
-    tmp, tmp_json = temp_path(path), temp_path(sidecar)
-    try:
+    # the sidecar is renamed first, the weights last: their presence marks a complete checkpoint
+    with replacing(path) as tmp, replacing(path.with_suffix(".json")) as tmp_json:
         save_file(state, str(tmp))
         tmp_json.write_text(json.dumps({"architecture": ARCHITECTURE, **meta}, indent=2))
-        os.replace(tmp_json, sidecar)
-        os.replace(tmp, path)  # weights last: their presence marks a complete checkpoint
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .model import ARCHITECTURE, build_unet
-from .writers import temp_path
+from .writers import replacing
 
 MODEL_FILE, CARD_FILE = "model.safetensors", "config.json"
 CARD_FORMAT = 1
@@ -79,15 +79,10 @@ def save_model(model: nn.Module, folder: Path, card: dict, weights: str = "fp32"
     full = {"format": CARD_FORMAT, "name": folder.name, "architecture": ARCHITECTURE,
             "created": datetime.date.today().isoformat(), **card, "weights": weights}
     path, card_path = folder / MODEL_FILE, folder / CARD_FILE
-    tmp, tmp_card = temp_path(path), temp_path(card_path)
-    try:
+    # the weights are renamed first, the card last: its presence marks a complete folder
+    with replacing(card_path) as tmp_card, replacing(path) as tmp:
         save_file(state, str(tmp))
         tmp_card.write_text(json.dumps(full, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        os.replace(tmp_card, card_path)  # the card last: its presence marks a complete folder
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_card.unlink(missing_ok=True)
     return folder
 
 

@@ -153,7 +153,6 @@ import importlib
 import io
 import json
 import math
-import os
 import pickle
 from pathlib import Path
 
@@ -165,7 +164,7 @@ import pyarrow.parquet as pq
 from . import results
 from .metrics import METRICS
 from .series import SERIES_DOMAINS
-from .writers import temp_path
+from .writers import replacing
 
 SOURCE_REPOSITORY = "msa-em/hrtem-transfer-learning"
 SOURCE_COMMIT = "8c2136d65f352013a626d1616400fd7d74ccf673"
@@ -606,13 +605,8 @@ def _arrow_table(frame: pd.DataFrame, metadata: dict[bytes, bytes]) -> pa.Table:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def import_original(source: Path, out: Path = Path("data/results/original")) -> dict[str, int]:

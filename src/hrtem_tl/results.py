@@ -17,7 +17,6 @@ lock (:class:`hrtem_tl.writers.WriterLock`).
 
 from __future__ import annotations
 
-import os
 import weakref
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
-from .writers import temp_path
+from .writers import replacing
 
 DEFAULT_RESULTS = Path("data/results")
 TABLES = ("evaluations", "histories", "runs")  # write order: runs last
@@ -111,13 +110,8 @@ def check_store(root: Path, series: str) -> None:
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to a temporary file and rename it to ``path``; a failed write removes the temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def append_records(root: Path, series: str, records: dict[str, list[dict]]) -> None:

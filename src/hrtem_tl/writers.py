@@ -23,6 +23,7 @@ import re
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
@@ -32,6 +33,20 @@ def temp_path(path: Path) -> Path:
     """The name ``path`` is written to before it is renamed: ``.<name>.<pid>.tmp`` beside it."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def replacing(path: Path):
+    """Write ``path`` atomically: yields the temporary path to write; on leaving without an
+    error it is renamed over ``path``; either way no temporary file is left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
