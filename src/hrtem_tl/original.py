@@ -21,8 +21,8 @@ Safety
 A pickle can run code when it is loaded. Each file is read once into memory, its
 SHA-256 is checked against :data:`SHA256` (a mismatch raises ``ValueError`` naming the
 file and both hashes) and only then are those same bytes unpickled, by
-:class:`SafeUnpickler`, whose ``find_class`` resolves exactly the classes of
-:data:`ALLOWED_CLASSES` (those a DataFrame of these files needs, as the source README
+:class:`hrtem_tl.safe_pickle.SafeUnpickler`, whose ``find_class`` resolves exactly the classes of
+:data:`hrtem_tl.safe_pickle.ALLOWED_CLASSES` (those a DataFrame of these files needs, as the source README
 lists them; ``numpy.core.*`` and ``numpy._core.*`` are accepted as aliases of each other
 and resolved to the installed numpy's module) and raises ``pickle.UnpicklingError``
 for anything else. Neither ``pandas.read_pickle`` nor ``pickle.load`` is ever called.
@@ -149,11 +149,8 @@ written to a temporary name and renamed (``runs.parquet`` last).
 from __future__ import annotations
 
 import hashlib
-import importlib
-import io
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +161,7 @@ import pyarrow.parquet as pq
 from . import results
 from .metrics import METRICS
 from .series import SERIES_DOMAINS
+from .safe_pickle import safe_frame
 from .writers import replacing
 
 SOURCE_REPOSITORY = "msa-em/hrtem-transfer-learning"
@@ -198,21 +196,6 @@ SHA256 = {
 #: Runs per series in the source tables.
 EXPECTED_RUNS = {"noise": 180, "structure": 2457, "defocus": 7200, "baseline": 720}
 
-#: The only (module, name) pairs the unpickler resolves.
-ALLOWED_CLASSES = frozenset({
-    ("pandas.core.frame", "DataFrame"),
-    ("pandas.core.internals.managers", "BlockManager"),
-    ("pandas._libs.internals", "_unpickle_block"),
-    ("pandas.core.indexes.base", "_new_Index"),
-    ("pandas.core.indexes.base", "Index"),
-    ("pandas.core.indexes.range", "RangeIndex"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("builtins", "slice"),
-})
-
 PROFILE = "original"
 ORIGINAL_PROTOCOL = 0  #: protocol value of imported rows: the original's own protocol
 DEVICE = "NVIDIA A100 (NERSC)"
@@ -238,45 +221,6 @@ METADATA_KEY = b"hrtem_tl.source"
 METADATA_FILE_KEY = b"hrtem_tl.source_file"
 
 
-# --- safe loading -----------------------------------------------------------------
-
-
-def _canonical(module: str) -> str:
-    """``numpy.core.*`` (numpy < 2) -> ``numpy._core.*``: both name the same modules."""
-    return "numpy._core." + module[len("numpy.core."):] if module.startswith("numpy.core.") else module
-
-
-def _installed(module: str) -> str:
-    """The installed name of a canonical module: ``numpy._core.*`` falls back to ``numpy.core.*``."""
-    if module.startswith("numpy._core."):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return "numpy.core." + module[len("numpy._core."):]
-    return module
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only :data:`ALLOWED_CLASSES`."""
-
-    def find_class(self, module, name):
-        if (_canonical(module), name) not in ALLOWED_CLASSES:
-            raise pickle.UnpicklingError(
-                f"refused to unpickle {module}.{name}: only the pandas/numpy classes of a DataFrame are allowed")
-        return super().find_class(_installed(_canonical(module)), name)
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError("refused to unpickle a persistent id")
-
-
-def safe_loads(data: bytes) -> pd.DataFrame:
-    """Unpickle ``data`` with :class:`SafeUnpickler`; the result must be a DataFrame."""
-    frame = SafeUnpickler(io.BytesIO(data)).load()
-    if not isinstance(frame, pd.DataFrame):
-        raise pickle.UnpicklingError(f"expected a pandas DataFrame, got {type(frame).__name__}")
-    return frame
-
-
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -292,7 +236,7 @@ def load_source(path: Path, expected: str | None = None) -> pd.DataFrame:
     found = sha256_hex(data)
     if found != expected:
         raise ValueError(f"{path}: SHA-256 mismatch (expected {expected}, found {found}); refusing to unpickle it")
-    return safe_loads(data)
+    return safe_frame(data)
 
 
 # --- conversion ---------------------------------------------------------------------
