@@ -203,6 +203,15 @@ def test_label_survives_wrapped_heavy_columns():
     assert mask[disk].mean() > 0.93
 
 
+def test_label_marks_amplitude_contrast_without_phase():
+    """An exit wave damped without a phase shift (absorption) is the particle's too:
+    the rule reads |psi - 1|, not the phase alone."""
+    wave, disk = _disk_wave(96, 20.0, 0.3)
+    wave[0][disk] = 0.9  # real: no phase, 10 % amplitude loss
+    mask = simulate.label_mask(wave, 0.5, 1.6)
+    assert mask[disk].mean() > 0.93 and mask[~disk].mean() < 0.05
+
+
 def test_label_ignores_vacuum_noise():
     rng = np.random.default_rng(0)
     wave = np.exp(1j * rng.normal(0, 0.003, size=(1, 64, 64))).astype(np.complex64)

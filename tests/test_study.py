@@ -386,6 +386,16 @@ def test_a_sweep_refuses_stale_stored_runs_before_simulating(local_study, tiny_s
     assert {t: R.table_path(results, "defocus", t).read_bytes() for t in R.TABLES} == before  # nothing lost
 
 
+def _planned(profile, series: str) -> set[str] | None:
+    from hrtem_tl.series import Series
+    from hrtem_tl.study import plan
+
+    try:
+        return {spec.run_id for spec in plan(Series(series, profile))}
+    except ValueError:  # a setting no series can run with (an unknown domain name)
+        return None
+
+
 def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
     """Each single setting changes the hash of exactly the series whose runs it affects."""
     from dataclasses import fields, replace
@@ -402,6 +412,8 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
                 new = not value
             elif isinstance(value, (int, float)):
                 new = value + 1
+            elif isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+                new = value + (max(value) + 1,)  # one more seed or set size
             elif isinstance(value, tuple):
                 new = value + value[-1:] if value else (1,)
             elif value is None:
@@ -410,6 +422,11 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
                 new = {"adapt": "fixed", "all": "reduced", "reduced": "all", "related": "all"}.get(value, "other")
             changed = replace(cpu, **{section: replace(settings, **{f.name: new})})
             moved = {s for s in every if changed.config_hash(s) != cpu.config_hash(s)}
+            # a grid setting chooses which runs a sweep plans (judged by the plan itself,
+            # not by GRID_FIELDS) and changes none of them; domain lists choose runs too,
+            # but they also change what every run is evaluated on
+            chooses = any(_planned(changed, s) != _planned(cpu, s) for s in every)
+            assert (f.name in GRID_FIELDS) == (chooses and not f.name.endswith("_domains")), f.name
             if f.name in GRID_FIELDS:
                 assert moved == set(), f.name
             elif section == "study":
