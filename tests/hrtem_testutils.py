@@ -95,6 +95,11 @@ def synthetic_results(root: Path, series: str, seeds=(0, 1), profile: str = "cpu
                 evals.append({"run_id": rid, "profile": profile, "stage": "transfer", "eval_domain": d.name, "split": "test",
                               **{m: float(rng.uniform()) for m in METRICS}})
     append_records(root, series, {"runs": runs, "evaluations": evals, "histories": []})
+    empty_histories(root, series)
+
+
+def empty_histories(root: Path, series: str) -> None:
+    """An empty histories table, so that ``read_results`` finds all three tables."""
     pd.DataFrame(columns=["run_id", "profile", "stage", "epoch", "train_loss", "val_loss", "val_dice", "lr"]).astype(
         {"epoch": "int64"}).to_parquet(root / series / "histories.parquet")
 
@@ -116,3 +121,105 @@ def assert_one_line_error(code: int, err: str, *names: str) -> None:
     assert lines[0].startswith("hrtem-tl: error: ")
     for name in names:
         assert name in lines[0], (name, lines[0])
+
+
+def disk_scene(size: int, seed: int, rmin: float, rmax: float, count=(2, 6), noise: float = 0.5, gap: float = 4):
+    """(image, mask, areas [px]) of non-overlapping bright disks on Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    mask, areas, placed = np.zeros((size, size), np.uint8), [], []
+    for _ in range(int(rng.integers(*count))):
+        for _ in range(50):
+            r = rng.uniform(rmin, rmax)
+            cy, cx = rng.uniform(r + 2, size - r - 2, 2)
+            if all((cy - y) ** 2 + (cx - x) ** 2 > (r + q + gap) ** 2 for y, x, q in placed):
+                break
+        else:
+            continue
+        placed.append((cy, cx, r))
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        mask[disk] = 1
+        areas.append(int(disk.sum()))
+    return (mask + rng.normal(0, noise, mask.shape)).astype(np.float32), mask, areas
+
+
+def write_tiff(path: Path, image: np.ndarray, pixel_a: float = 1.0) -> Path:
+    """An ImageJ TIFF calibrated in nm at ``pixel_a`` [Å] per pixel."""
+    import tifffile
+
+    tifffile.imwrite(path, image, imagej=True, resolution=(10 / pixel_a, 10 / pixel_a), metadata={"unit": "nm"})
+    return path
+
+
+def train_disk_model(folder: Path, pixel_size: float = 2.0) -> Path:
+    """A model folder of a U-Net trained for 30 steps (3 epochs of 10 batches of 4 crops of 64 px,
+    lr 1e-3, fp32) on disks of radius 6-12 px at ``pixel_size`` [Å]; about 15 s on one core."""
+    import torch
+
+    from hrtem_tl.model import build_unet
+    from hrtem_tl.models import save_model
+    from hrtem_tl.train import Precision, standardize, train_stage
+
+    set_torch_threads()
+
+    def stack(seeds):
+        scenes = [disk_scene(128, s, 6, 12) for s in seeds]
+        return standardize(np.stack([s[0] for s in scenes])), np.stack([s[1] for s in scenes])
+
+    torch.manual_seed(0)
+    model = build_unet()
+    result = train_stage(model, stack(range(1, 9)), stack([100, 101]), epochs=3, steps=10, lr=1e-3, batch_size=4,
+                         crop=64, seed=0, precision=Precision.choose(mixed=False))
+    return save_model(model, folder, {"pixel_size": pixel_size, "crop": 64, "domains": ["synthetic disks"],
+                                      "made_by": "tests (hrtem_testutils.train_disk_model)", "test_scores": {
+                                          "synthetic disks": {"dice": result.history[result.best_epoch - 1]["val_dice"]}}})
+
+
+def synthetic_defocus(root: Path, profile: str = "cpu", metrics=METRICS, sizes=(16, 32), seeds=(0, 1),
+                      lrs=((1e-3, 1e-4), (1e-4, 1e-5)), device: str = "cpu") -> None:
+    """Defocus transfer runs and a mixture baseline with random metric values.
+
+    Pretraining on -5/0/5 nm, targets -10...10 nm, every freezing option, transfer-set
+    size and learning-rate pair; each pretrained model is shared by its runs. The
+    baseline mixes each ordered pair at 25/50/75 % target images of 64. Metrics not in
+    ``metrics`` are NaN (the original released losses only).
+    """
+    rng = np.random.default_rng(11)
+    pre_domains, domains = ["df-5", "df0", "df5"], ["df-10", "df-5", "df0", "df5", "df10"]
+    common = {"series": "defocus", "profile": profile, "kind": "transfer", "protocol": 2, "seed": 0,
+              "transfer_batchnorm": "fixed", "pretrain_images": 64, "val_images": 8, "test_images": 8,
+              "pretrain_epochs": 6, "transfer_epochs": 4, "pretrain_steps": 16, "transfer_steps": 8,
+              "batch_size": 16, "crop": 160, "best_epoch_pretrain": 3, "best_epoch_transfer": 2,
+              "params_total": 14322082, "params_trainable": 14322082, "wall_pretrain_s": 100.0,
+              "wall_transfer_s": 40.0, "device": device, "precision": "fp32", "package_version": "0",
+              "git_commit": "x", "config_hash": "h", "finished_at": 0.0}
+
+    def values() -> dict:
+        return {m: (float(rng.uniform(0.01, 1.0)) if m in metrics else float("nan")) for m in METRICS}
+
+    runs, evals, pre_rows = [], [], {}
+    for seed, a, (lp, lt) in itertools.product(seeds, pre_domains, lrs):
+        pid = f"defocus|{a}|s{seed}|lr{lp:g}"
+        pre_rows[pid] = [{"stage": "pretrain", "eval_domain": d, **values()} for d in domains]
+        for b, f, n in itertools.product([d for d in domains if d != a], FREEZING, sizes):
+            rid = f"defocus|{a}>{b}|{f}|s{seed}|n{n}|lr{lp:g},{lt:g}"
+            runs.append({**common, "run_id": rid, "pretrain_id": pid, "pretrain_domain": a, "target_domain": b,
+                         "freezing": f, "seed": seed, "lr_pretrain": lp, "lr_transfer": lt, "transfer_images": n})
+            evals += [{"run_id": rid, "profile": profile, "split": "test", **row} for row in pre_rows[pid]]
+            evals += [{"run_id": rid, "profile": profile, "split": "test", "stage": "transfer", "eval_domain": d,
+                       **values()} for d in domains]
+    append_records(root, "defocus", {"runs": runs, "evaluations": evals, "histories": []})
+    empty_histories(root, "defocus")
+    base_runs, base_evals = [], []
+    for seed, a, b, minor, (lp, _) in itertools.product(seeds, pre_domains, domains, (16, 32, 48), lrs):
+        if a == b:
+            continue
+        rid = f"baseline|{a}>{b}|s{seed}|minor{minor}|lr{lp:g}"
+        base_runs.append({**common, "series": "baseline", "kind": "baseline", "run_id": rid, "pretrain_id": rid,
+                          "pretrain_domain": a, "target_domain": b, "freezing": "none", "seed": seed,
+                          "lr_pretrain": lp, "lr_transfer": float("nan"), "transfer_images": 0,
+                          "major_images": 64 - minor, "minor_images": minor})
+        base_evals += [{"run_id": rid, "profile": profile, "split": "test", "stage": "pretrain", "eval_domain": d,
+                        **values()} for d in (a, b)]
+    append_records(root, "baseline", {"runs": base_runs, "evaluations": base_evals, "histories": []})
+    empty_histories(root, "baseline")

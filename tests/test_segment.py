@@ -16,32 +16,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from hrtem_testutils import run_cli, set_torch_threads
+from hrtem_testutils import disk_scene, run_cli, set_torch_threads, train_disk_model, write_tiff
 
 DICE_BOUND = 0.8
 MODEL_PIXEL = 2.0  # [Å]
 FILE_PIXEL = 1.0  # [Å] of the test files
 BF16_TOLERANCE = 0.005  # fraction of mask pixels that 16-bit weights may change
-
-
-def disk_scene(size: int, seed: int, rmin: float, rmax: float, count=(2, 6), noise: float = 0.5, gap: float = 4):
-    """(image, mask, areas [px]) of non-overlapping bright disks on Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    mask, areas, placed = np.zeros((size, size), np.uint8), [], []
-    for _ in range(int(rng.integers(*count))):
-        for _ in range(50):
-            r = rng.uniform(rmin, rmax)
-            cy, cx = rng.uniform(r + 2, size - r - 2, 2)
-            if all((cy - y) ** 2 + (cx - x) ** 2 > (r + q + gap) ** 2 for y, x, q in placed):
-                break
-        else:
-            continue
-        placed.append((cy, cx, r))
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        mask[disk] = 1
-        areas.append(int(disk.sum()))
-    return (mask + rng.normal(0, noise, mask.shape)).astype(np.float32), mask, areas
 
 
 def dice(a, b) -> float:
@@ -52,37 +32,12 @@ def dice(a, b) -> float:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A model folder of a U-Net trained for 30 steps on disks at 2 Å/px."""
-    import torch
-
-    from hrtem_tl.model import build_unet
-    from hrtem_tl.models import save_model
-    from hrtem_tl.train import Precision, standardize, train_stage
-
-    set_torch_threads()
-
-    def stack(seeds):
-        scenes = [disk_scene(128, s, 6, 12) for s in seeds]
-        return standardize(np.stack([s[0] for s in scenes])), np.stack([s[1] for s in scenes])
-
-    torch.manual_seed(0)
-    model = build_unet()
-    result = train_stage(model, stack(range(1, 9)), stack([100, 101]), epochs=3, steps=10, lr=1e-3, batch_size=4,
-                         crop=64, seed=0, precision=Precision.choose(mixed=False))
-    folder = tmp_path_factory.mktemp("models") / "disks"
-    save_model(model, folder, {"pixel_size": MODEL_PIXEL, "crop": 64, "domains": ["synthetic disks"],
-                               "made_by": "tests/test_segment.py", "test_scores": {
-                                   "synthetic disks": {"dice": result.history[result.best_epoch - 1]["val_dice"]}}})
-    return folder
+    return train_disk_model(tmp_path_factory.mktemp("models") / "disks", MODEL_PIXEL)
 
 
 def file_scene(seed: int, size: int = 256):
     """A test scene at 1 Å/px: disks of radius 12-24 px (6-12 px at the model's 2 Å)."""
     return disk_scene(size, seed, 12, 24, gap=16)
-
-
-def write_tiff(path, image, pixel_a=FILE_PIXEL):
-    tifffile.imwrite(path, image, imagej=True, resolution=(10 / pixel_a, 10 / pixel_a), metadata={"unit": "nm"})
-    return path
 
 
 def write_mrc(path, image, pixel_a=FILE_PIXEL):

@@ -1,4 +1,9 @@
-"""The live Voila app loads in Chromium and recomputes its figure when a control changes."""
+"""The live Voila app in Chromium: the explorer recomputes its figure when a control changes,
+and "Segment your micrograph" segments an uploaded TIFF with a tiny model.
+
+The model is :func:`hrtem_testutils.train_disk_model` (30 steps on disks at 2 Å/px),
+found by the app through ``$HRTEM_TL_MODELS``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hrtem_testutils import synthetic_results
+from hrtem_testutils import disk_scene, synthetic_results, train_disk_model, write_tiff
 from test_explorers_static import ARTIFACTS, CHROMIUM
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,9 +36,11 @@ def _free_port() -> int:
 def voila(tmp_path_factory):
     results = tmp_path_factory.mktemp("voila") / "results"
     synthetic_results(results, "noise", seeds=(0,))
+    train_disk_model(results.parent / "models" / "disks")
     port = _free_port()
     log = open(results.parent / "voila.log", "w")
-    env = {**os.environ, "HRTEM_TL_RESULTS": str(results), "JUPYTER_PATH": str(REPO / "widgets")}
+    env = {**os.environ, "HRTEM_TL_RESULTS": str(results), "JUPYTER_PATH": str(REPO / "widgets"),
+           "HRTEM_TL_MODELS": str(results.parent / "models")}  # first on the search path: the default model
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", str(REPO / "widgets" / "app.ipynb"), "--template=offline", "--no-browser", f"--port={port}",
          "--Voila.ip=127.0.0.1", f"--ServerApp.root_dir={REPO / 'widgets'}"],
@@ -54,23 +61,38 @@ def voila(tmp_path_factory):
     log.close()
 
 
-def test_voila_app_loads_and_responds(voila):
+def _launch(p):
+    return p.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"])
+
+
+def _open(page, url: str, selector: str) -> None:
+    """Load the app and wait for ``selector``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(url, timeout=120_000, wait_until="commit")  # Voila streams cells as they run
+    try:
+        page.wait_for_selector(selector, timeout=150_000)
+    except PlaywrightTimeout:  # a kernel that never came up: one fresh page (and kernel) more
+        page.reload(wait_until="commit")
+        page.wait_for_selector(selector, timeout=150_000)
+
+
+def _outside(requests: list[str]) -> list[str]:
+    return [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
+            and urlparse(u).hostname != "127.0.0.1"]  # blob: and data: URLs stay in the page
+
+
+def test_voila_app_loads_and_responds(voila):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         requests = []
         page.on("request", lambda r: requests.append(r.url))
-        page.goto(voila, timeout=120_000, wait_until="commit")  # Voila streams cells as they run
-        try:
-            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
-        except PlaywrightTimeout:  # a kernel that never came up: one fresh page (and kernel) more
-            page.reload(wait_until="commit")
-            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
+        _open(page, voila, ".js-plotly-plot .main-svg")
         title = page.locator(".js-plotly-plot .gtitle").first.text_content()
         assert "cross-entropy" in title
         # Choose the Dice metric in the ipywidgets dropdown; the kernel redraws the figure.
@@ -81,6 +103,34 @@ def test_voila_app_loads_and_responds(voila):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "voila-app.png"), full_page=True)
         browser.close()
-    outside = [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
-               and urlparse(u).hostname != "127.0.0.1"]  # blob: and data: URLs stay in the page
-    assert not outside, outside
+    assert not _outside(requests), _outside(requests)
+
+
+def test_voila_segments_an_uploaded_micrograph(voila, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    image, _, _ = disk_scene(256, 7, 12, 24, gap=16)  # disks of radius 1.2-2.4 nm at 1 Å/px
+    tif = write_tiff(tmp_path / "scene.tif", image)
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
+        _open(page, voila, ".hrtem-segment-app button.widget-upload")
+        app = page.locator(".hrtem-segment-app")
+        # ipywidgets' FileUpload keeps its <input type=file> out of the DOM: its chooser sets the file
+        with page.expect_file_chooser() as chooser:
+            app.locator("button.widget-upload").click()
+        chooser.value.set_files(str(tif))
+        app.locator("button.widget-upload", has_text="(1)").wait_for(timeout=60_000)  # the bytes reached the model
+        app.get_by_role("button", name="Segment", exact=True).click()
+        app.locator("table.hrtem-particles tbody tr").first.wait_for(timeout=120_000)
+        assert app.locator("img").first.evaluate("i => i.complete && i.naturalWidth") == image.shape[1]
+        assert app.locator("table.hrtem-particles tbody tr").count() >= 1
+        assert "scene.tif: " in app.inner_text() and " particles, " in app.inner_text()
+        hrefs = [app.locator(f"a[download='scene_{n}']").get_attribute("href") for n in ("mask.tif", "particles.csv")]
+        assert hrefs[0].startswith("data:image/tiff;base64,") and hrefs[1].startswith("data:text/csv;base64,")
+        ARTIFACTS.mkdir(exist_ok=True)
+        app.screenshot(path=str(ARTIFACTS / "voila-segment.png"))
+        browser.close()
+    assert not _outside(requests), _outside(requests)
