@@ -38,8 +38,8 @@ def test_partial_results_give_valid_json_and_exact_values(tmp_path, series):
     expected = matrices(runs, evals, freezing={"none", "decoder"}, metric="iou", reduction="mean",
                         domains=series_domains(series))
     row = series_domains(series).index(dropped)
-    assert all(v is None for v in cells["transfer"]["value"][row])
-    got = np.array([[np.nan if v is None else v for v in r] for r in cells["transfer"]["value"]])
+    assert all(v is None for v in cells["transfer"][row])
+    got = np.array([[np.nan if v is None else v for v in r] for r in cells["transfer"]])
     np.testing.assert_allclose(got, expected["transfer"]["value"].to_numpy(float), rtol=1e-4)
 
 

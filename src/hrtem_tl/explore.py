@@ -132,26 +132,109 @@ def _round(cells: dict) -> dict:
 
 
 def explorer_payload(results: dict[str, pd.DataFrame], series: str) -> dict:
-    """Every precomputed matrix pair for the static explorer, keyed by choice."""
+    """Every precomputed matrix pair for the static explorer, keyed by choice.
+
+    One entry per data source (profile) x freezing subset x metric x reduction; a
+    metric that a source lacks (the original released only losses) has no entry and
+    its option is disabled for that source. With the original and one of ours, the
+    payload also holds the rank agreement of their loss matrices.
+    """
     runs, evals = results["runs"], results["evaluations"]
     domains = series_domains(series)
-    profiles = sorted(runs["profile"].unique())
-    table = {}
+    profiles = sorted(runs["profile"].unique(), key=lambda p: (p == "original", p))  # ours first
+    table, spread, metrics = {}, {}, {}
     for profile in profiles:
         r, e = runs[runs["profile"] == profile], evals[evals["profile"] == profile]
+        metrics[profile] = [m for m in METRICS if np.isfinite(e[m].to_numpy(dtype=float)).any()]
         for subset in freezing_subsets():
-            for metric in METRICS:
+            for metric in metrics[profile]:
                 for reduction in REDUCTIONS:
                     mats = matrices(r, e, freezing=set(subset), metric=metric, reduction=reduction, domains=domains)
                     key = "|".join([profile, "+".join(subset), metric, reduction])
-                    table[key] = {k: _round(_cells(v)) for k, v in mats.items()}
+                    table[key] = {k: _round({"value": as_array(v["value"])})["value"] for k, v in mats.items()}
+                # counts and quartiles do not depend on the reduction: stored once
+                spread["|".join([profile, "+".join(subset), metric])] = {
+                    k: _round({q: as_array(v[q]) for q in ("count", "q25", "q75")}) for k, v in mats.items()}
     payload = {"series": series, "profiles": profiles, "freezing": list(FREEZING), "metrics": list(METRICS),
                "reductions": list(REDUCTIONS), "higher_is_better": HIGHER_IS_BETTER, "titles": METRIC_TITLES,
-               "matrices": table,
+               "matrices": table, "spread": spread, "metrics_by_profile": metrics,
+               "sources": {p: source_title(runs[runs["profile"] == p]) for p in profiles},
                "scale": {p: profile_scale(runs[runs["profile"] == p]) for p in profiles}}
     if series == "structure":
-        payload["sizes"] = per_model_sizes(runs, evals)
+        payload["sizes"] = size_boxes(per_model_sizes(runs, evals), metrics)
+    ours = [p for p in profiles if p != "original"]
+    if ours and "original" in profiles:
+        payload["agreement"] = agreement(table, ours[0], "original", domains, series)
     return payload
+
+
+def source_title(runs: pd.DataFrame) -> str:
+    """``original study (NVIDIA A100 (NERSC); 180 models)`` or ``ours, cpu profile (...)``."""
+    first = runs.iloc[0]
+    if first["profile"] == "original":
+        return f"original study ({first['device']}; {len(transfers(runs))} transfer models)"
+    return f"ours, {first['profile']} profile ({first['device']} {first['precision']}; {len(transfers(runs))} transfer models)"
+
+
+def rank_agreement(ours: np.ndarray, theirs: np.ndarray, skip_diagonal: bool) -> dict:
+    """Spearman rank correlation of two matrices over the cells both have.
+
+    Returns the cells' ranks (1 = lowest value), their labels (row, column index) and
+    ``rho``; the diagonal is left out when ``skip_diagonal`` (no transfer there)."""
+    a, b = np.asarray(ours, float), np.asarray(theirs, float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if skip_diagonal:
+        keep &= ~np.eye(len(a), dtype=bool)
+    rows, cols = np.nonzero(keep)
+    ra, rb = pd.Series(a[keep]).rank().to_numpy(), pd.Series(b[keep]).rank().to_numpy()
+    rho = float(np.corrcoef(ra, rb)[0, 1]) if keep.sum() > 2 else float("nan")
+    return {"ours": ra.tolist(), "original": rb.tolist(), "cells": list(zip(rows.tolist(), cols.tolist())),
+            "rho": None if np.isnan(rho) else rho, "n": int(keep.sum())}
+
+
+def agreement(table: dict, ours: str, original: str, domains: list[str], series: str) -> dict:
+    """Per freezing subset and reduction: rank agreement of the loss matrices, both stages."""
+    out = {}
+    for subset in freezing_subsets():
+        for reduction in REDUCTIONS:
+            tail = f"{'+'.join(subset)}|loss|{reduction}"
+            a, b = table.get(f"{ours}|{tail}"), table.get(f"{original}|{tail}")
+            if a is None or b is None:
+                continue
+            out[f"{'+'.join(subset)}|{reduction}"] = {
+                stage: rank_agreement(_as_float(a[stage]), _as_float(b[stage]), stage == "transfer")
+                for stage in ("pretrain", "transfer")}
+    return {"ours": ours, "original": original, "labels": axis_labels(series, domains), "values": out}
+
+
+def _as_float(rows) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], float)
+
+
+def size_boxes(rows: list[dict], metrics: dict[str, list[str]]) -> dict:
+    """Box statistics of :func:`per_model_sizes` rows per source, freezing subset, metric,
+    stage and trained size (x = evaluated size): quartiles, mean, Tukey whiskers, count."""
+    frame = pd.DataFrame(rows)
+    out = {}
+    if frame.empty:
+        return out
+    for (profile, stage, group), part in frame.groupby(["profile", "stage", "group"]):
+        modes = part["freezing"].str.split("+")
+        for subset in freezing_subsets():
+            chosen = part[modes.map(lambda fs: bool(set(fs) & set(subset)))]
+            for metric in metrics.get(profile, []):
+                boxes = {}
+                for size in ("small", "large"):
+                    v = chosen.loc[chosen["eval_size"] == size, metric].to_numpy(float)
+                    v = np.sort(v[np.isfinite(v)])
+                    if len(v) == 0:
+                        continue
+                    q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+                    iqr = q3 - q1
+                    boxes[size] = [_short(x) for x in (q1, med, q3, v.mean(), v[v >= q1 - 1.5 * iqr].min(),
+                                                       v[v <= q3 + 1.5 * iqr].max())] + [len(v)]
+                out["|".join([profile, "+".join(subset), metric, stage, group])] = boxes
+    return out
 
 
 def profile_scale(runs: pd.DataFrame) -> str:
@@ -195,12 +278,20 @@ def per_model_sizes(runs: pd.DataFrame, evals: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def explorer_html(results_root: Path, series: str, element_id: str | None = None) -> str:
-    """A self-contained HTML fragment (controls + data + script) for a static page."""
+def explorer_html(results_root: Path, series: str, element_id: str | None = None, original: bool = True) -> str:
+    """A self-contained HTML fragment (controls + data + script) for a static page.
+
+    With ``original``, the original study's tables under ``<results_root>/original``
+    (written by ``hrtem-tl import-original``) join ours as a second data source.
+    """
     results = read_results(Path(results_root), series)
+    if original and (Path(results_root) / "original" / series / "runs.parquet").exists():
+        theirs = read_results(Path(results_root) / "original", series)
+        results = {k: pd.concat([results[k], theirs[k]], ignore_index=True) for k in ("runs", "evaluations")}
     payload = explorer_payload(results, series)
     profile = payload["profiles"][0]
-    first = payload["matrices"][f"{profile}|{'+'.join(FREEZING)}|loss|median"]
+    choice = f"{profile}|{'+'.join(FREEZING)}|loss"
+    first = {k: {"value": v, **payload["spread"][choice][k]} for k, v in payload["matrices"][f"{choice}|median"].items()}
     base = _figure(series, first, "loss", "median", profile).to_plotly_json()
     payload["figure"] = json.loads(json.dumps(base, cls=_PlotlyEncoder))
     uid = element_id or f"explorer-{series}-{uuid.uuid4().hex[:8]}"

@@ -13,12 +13,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly
 import pytest
 
 from hrtem_testutils import synthetic_results
 
 from hrtem_tl.explore import explorer_html, series_domains
+from hrtem_tl.metrics import METRICS
 from hrtem_tl.results import matrices, read_results
 from hrtem_tl.series import FREEZING
 
@@ -35,6 +37,7 @@ def site(tmp_path_factory):
     results = root / "results"
     for series in ("noise", "structure"):
         synthetic_results(results, series)
+        loss_only(results / "original", series)
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     shutil.copy(plotly_js, root / "plotly.min.js")
     for series in ("noise", "structure"):
@@ -47,6 +50,17 @@ def site(tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "results": results}
     server.shutdown()
+
+
+def loss_only(root: Path, series: str) -> None:
+    """An "original"-like source: profile original, one seed, every metric but the loss missing."""
+    synthetic_results(root, series, seeds=(5,))
+    for table in ("runs", "evaluations"):
+        path = root / series / f"{table}.parquet"
+        frame = pd.read_parquet(path).assign(profile="original")
+        if table == "evaluations":
+            frame[[m for m in METRICS if m != "loss"]] = np.nan
+        frame.to_parquet(path)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +89,9 @@ def _z(page, series, stage_index):
                                     .data[{stage_index}].z""")
 
 
-def _expected(results, series, freezing, metric, reduction):
+def _expected(results, series, freezing, metric, reduction, profile="cpu"):
     tables = read_results(results, series)
+    tables = {k: v[v["profile"] == profile] for k, v in tables.items()}
     mats = matrices(tables["runs"], tables["evaluations"], freezing=set(freezing), metric=metric,
                     reduction=reduction, domains=series_domains(series))
     return {k: v["value"].to_numpy(dtype=float) for k, v in mats.items()}
@@ -116,3 +131,25 @@ def test_controls_compose_and_match_aggregation(site, browser, series):
     assert all(u.startswith(site["url"]) for u in requests), [u for u in requests if not u.startswith(site["url"])]
     page.close()
 
+
+
+@pytest.mark.parametrize("series", ["noise", "structure"])
+def test_original_source_disables_metrics_and_ranks_agree(site, browser, series):
+    page, _ = _open(browser, f"{site['url']}/{series}.html")
+    root = f"#{series}-explorer"
+    page.select_option(f"{root} [data-control=metric]", "iou")
+    page.uncheck(f"{root} [data-control=freezing-encoder]")
+    page.select_option(f"{root} [data-control=profile]", "original")
+    # the original has losses only: IoU is disabled and the figure falls back to loss
+    assert page.input_value(f"{root} [data-control=metric]") == "loss"
+    assert page.evaluate(f"() => document.querySelector('{root} [data-control=metric] option[value=iou]').disabled")
+    assert "no IoU" in page.text_content(f"{root} .hrtem-note")
+    theirs = _expected(site["results"] / "original", series, ("none", "decoder"), "loss", "median", "original")
+    np.testing.assert_allclose(np.array(_z(page, series, 1), float), theirs["transfer"], rtol=1e-4)
+    # agreement: Spearman correlation of our and their transfer cells (diagonal left out), by pandas
+    ours = _expected(site["results"], series, ("none", "decoder"), "loss", "median")["transfer"]
+    off = ~np.eye(len(ours), dtype=bool)
+    rho = pd.Series(ours[off]).corr(pd.Series(theirs["transfer"][off]), method="spearman")
+    text = page.evaluate(f"() => document.querySelector('{root} [data-role=agreement]').layout.annotations[1].text")
+    assert f"ρ = {rho:.2f}" in text, (text, rho)
+    page.close()

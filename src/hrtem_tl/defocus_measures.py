@@ -1,0 +1,121 @@
+"""Measures of the defocus series and the mixture baseline, with intervals.
+
+The resampling unit is the transfer pair (pretraining defocus -> target defocus): each
+pair contributes one value, the mean over its matched configurations (seeds, learning
+rates, set sizes or freezing options as the measure says), and :func:`stats.paired`
+gives a t interval over pairs. Losses are compared as log ratios (a loss has a ratio
+scale; the original's and ours differ by definition but a ratio within one source is
+meaningful); ``percent`` turns a mean log ratio into a percentage change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats as S
+from .defocus_views import baseline_rows, long_table, ood_spread
+
+CONFIG = ["pretrain_domain", "target_domain", "transfer_images", "lr", "seed"]
+
+
+def percent(log_ratio: float) -> float:
+    """A mean log ratio as a percentage change (``exp(x) - 1``, in %)."""
+    return float(np.expm1(log_ratio) * 100)
+
+
+def as_percent(summary: dict) -> dict:
+    """:func:`stats.paired` output with ``estimate``, ``lo`` and ``hi`` in % change."""
+    return {**summary, **{k: percent(summary[k]) for k in ("estimate", "lo", "hi")}}
+
+
+def on_target(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
+    """One row per transfer run: its settings and ``metric`` on its target after TL."""
+    frame = long_table(tables)
+    frame = frame[(frame["stage"] == "transfer") & (frame["eval_domain"] == frame["target_domain"])]
+    return frame.assign(pair=frame["pretrain_domain"] + ">" + frame["target_domain"])
+
+
+def size_effect(target: pd.DataFrame, metric: str = "loss") -> dict[str, dict]:
+    """Largest against smallest transfer set, per pair: ``level`` the log ratio of the
+    median metric, ``spread`` the log ratio of its interquartile range over the pair's
+    runs (seeds x learning rates x freezing options)."""
+    small, large = target["transfer_images"].min(), target["transfer_images"].max()
+
+    def per_pair(stat) -> pd.Series:
+        g = target.groupby(["pair", "transfer_images"])[metric].agg(stat).unstack()
+        return np.log(g[large] / g[small])
+
+    iqr = lambda v: v.quantile(0.75) - v.quantile(0.25)  # noqa: E731
+    return {"level": as_percent(S.paired(per_pair("median"))), "spread": as_percent(S.paired(per_pair(iqr))),
+            "small": int(small), "large": int(large)}
+
+
+def freezing_effect(target: pd.DataFrame, mode: str, metric: str = "loss") -> dict:
+    """Log ratio of ``metric`` with ``mode`` frozen to full fine-tuning, matched on pair,
+    set size, learning rates and seed; mean per pair, then over pairs (in %)."""
+    wide = target.pivot_table(index=CONFIG, columns="freezing", values=metric, aggfunc="first")
+    ratio = np.log(wide[mode] / wide["none"]).groupby(level=["pretrain_domain", "target_domain"]).mean()
+    return as_percent(S.paired(ratio))
+
+
+def seed_spread(target: pd.DataFrame, metric: str = "loss") -> float:
+    """Median over configurations of the coefficient of variation across seeds (in %)."""
+    g = target.groupby(["pair", "transfer_images", "lr", "freezing"])[metric]
+    cv = g.std() / g.mean()
+    return float(cv.median() * 100)
+
+
+def lr_table(target: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
+    """Median and quartiles of ``metric`` per learning-rate pair, and how often each
+    pair is the best of a configuration (pair, set size, freezing, seed)."""
+    summary = target.groupby("lr")[metric].describe()[["count", "25%", "50%", "75%"]]
+    best = target.loc[target.groupby(["pair", "transfer_images", "freezing", "seed"])[metric].idxmin(), "lr"]
+    return summary.assign(best_share=best.value_counts(normalize=True).reindex(summary.index).fillna(0.0))
+
+
+def in_focus_penalty(tables: dict[str, pd.DataFrame], metric: str = "loss") -> dict:
+    """After pretraining: log ratio of ``metric`` at 0 nm to its median over the other
+    evaluated defocus domains; the unit is the pretrained model (in %)."""
+    frame = long_table(tables)
+    pre = frame[frame["stage"] == "pretrain"].drop_duplicates(["pretrain_id", "eval_domain"])
+    wide = pre.pivot_table(index="pretrain_id", columns="eval_domain", values=metric, aggfunc="first")
+    others = wide.drop(columns="df0").median(axis=1)
+    return as_percent(S.paired(np.log(wide["df0"] / others)))
+
+
+def mixture_against_transfer(base: dict, tl: dict, images: int, role: str, metric: str = "loss") -> dict:
+    """Log ratio of ``metric`` of transfer learning to the single-stage mixture, both with
+    ``images`` target-domain images, on the ``role`` domain ("target" or "source");
+    median per approach within a pair (every rate, seed and freezing option), then a
+    mean over the pairs both approaches have (in %; below 0: transfer learning is better)."""
+    (frame,) = baseline_rows(base, tl).values()
+    frame = frame[frame["images"] == images].assign(pair=lambda f: f["major"] + ">" + f["minor"])
+    med = frame.groupby(["pair", "approach"])[f"{role}_{metric}"].median().unstack()
+    if not {"mixture", "transfer learning"} <= set(med.columns):
+        return {"estimate": np.nan, "lo": np.nan, "hi": np.nan, "n": 0, "df": 0, "positive": 0, "negative": 0,
+                "sign_p": np.nan}
+    return as_percent(S.paired(np.log(med["transfer learning"] / med["mixture"])))
+
+
+def ood_change(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
+    """Per freezing option: share of runs whose spread over the non-target defocus
+    domains grew, and the mean per-pair log ratio after/before with its interval (%)."""
+    spread = ood_spread(long_table(tables), metric)
+    spread = spread.assign(pair=spread["pretrain_domain"] + ">" + spread["target_domain"])
+    rows = {}
+    for mode, part in [("all", spread), *spread.groupby("freezing")]:
+        per_pair = np.log(part["after"] / part["before"]).groupby(part["pair"]).mean()
+        rows[mode] = {"grew": float((part["shift"] > 0).mean()), "runs": len(part),
+                      **as_percent(S.paired(per_pair))}
+    return pd.DataFrame(rows).T
+
+
+def ood_by_pretraining(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
+    """Per pretraining defocus: mean over its target pairs of the per-pair log ratio of
+    the out-of-distribution spread after/before transfer learning (in %, t interval)."""
+    spread = ood_spread(long_table(tables), metric)
+    per_pair = np.log(spread["after"] / spread["before"]).groupby(
+        [spread["pretrain_domain"], spread["target_domain"]]).mean()
+    rows = {d: as_percent(S.paired(part)) for d, part in per_pair.groupby(level="pretrain_domain")}
+    return pd.DataFrame(rows).T
