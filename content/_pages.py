@@ -474,3 +474,62 @@ def size_figure(data: SeriesData):
     fig.update_xaxes(title_text="transfer-set size (images)", type="category")
     fig.update_layout(height=400, template="plotly_white", margin={"l": 50, "r": 10, "t": 40, "b": 50})
     return fig
+
+
+# --------------------------------------------------------------------------- agreement
+AGREEMENT_SERIES = {"noise": "doses", "structure": "lattices (small particles)"}
+
+
+def _loss_matrices(runs: pd.DataFrame, evals: pd.DataFrame, series: str) -> dict[str, np.ndarray]:
+    from hrtem_tl.explore import series_domains
+    from hrtem_tl.results import matrices
+
+    mats = matrices(runs, evals, freezing={"none", "encoder", "decoder"}, metric="loss", reduction="median",
+                    domains=series_domains(series))
+    return {k: v["value"].to_numpy(dtype=float) for k, v in mats.items()}
+
+
+def _axis_shares(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[float, float]:
+    """Share of the loss matrix's spread explained by the target axis, before and after TL
+    (cells on the series' domains; the transfer matrix without its diagonal)."""
+    pre = S.variance_shares(M.model_cells(runs, evals, "pretrain"), "loss")
+    post = S.variance_shares(M.model_cells(runs, evals, "transfer"), "loss", exclude_diagonal=True)
+    return pre["col"], post["col"]
+
+
+def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
+    """Per matrix figure and stage: Spearman rank correlation of our median loss cells
+    with the original's (all freezing options pooled; the transfer matrix without its
+    diagonal), beside the same correlation between our two seeds (how well we agree with
+    ourselves), and the share of the spread the target axis explains in each source."""
+    from hrtem_tl.explore import rank_agreement
+
+    rows = []
+    for series, axis in AGREEMENT_SERIES.items():
+        ours = load(series, root)
+        try:
+            theirs = read_results(root / "original", series)
+        except ResultsError:
+            continue
+        if not ours.ok:
+            continue
+        a = _loss_matrices(ours.runs, ours.evaluations, series)
+        b = _loss_matrices(theirs["runs"], theirs["evaluations"], series)
+        seeds = sorted(ours.runs["seed"].unique())
+        by_seed = None
+        if len(seeds) >= 2:
+            pick = lambda s: (ours.runs[ours.runs["seed"] == s],  # noqa: E731
+                              ours.evaluations[ours.evaluations["run_id"].isin(ours.runs.loc[ours.runs["seed"] == s, "run_id"])])
+            by_seed = (_loss_matrices(*pick(seeds[0]), series), _loss_matrices(*pick(seeds[1]), series))
+        share_ours = _axis_shares(ours.runs, ours.evaluations)
+        share_theirs = _axis_shares(theirs["runs"], theirs["evaluations"])
+        for i, stage in enumerate(("pretrain", "transfer")):
+            skip = stage == "transfer"
+            agree = rank_agreement(a[stage], b[stage], skip)
+            self_rho = rank_agreement(by_seed[0][stage], by_seed[1][stage], skip)["rho"] if by_seed else np.nan
+            rows.append({"figure": f"{series} ({axis})", "stage": "after pretraining" if i == 0 else "after transfer",
+                         "cells": agree["n"], "ρ ours vs original": agree["rho"],
+                         "ρ our seed vs seed": self_rho if self_rho is not None else np.nan,
+                         "target axis share, ours": share_ours[i], "target axis share, original": share_theirs[i],
+                         "our profile": f"{ours.profile} (protocol {int(ours.runs['protocol'].iloc[0])})"})
+    return pd.DataFrame(rows) if rows else None
