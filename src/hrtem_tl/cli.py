@@ -78,6 +78,18 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--weights", default="fp32", choices=("fp32", "bf16", "fp16"), help="stored precision (default: fp32)")
     exp.add_argument("--profiles", type=Path, default=None, help="profile file (default: the packaged profiles.toml)")
 
+    gen = verbs.add_parser("train-general", help="train the general model on a mixture of every study domain "
+                           "(the shipped models/general-cpu)")
+    gen.add_argument("--out", type=Path, default=Path("models/general-cpu"), help="model folder (default: models/general-cpu)")
+    gen.add_argument("--profile", default="cpu", help="scale of the images and the training (default: cpu)")
+    gen.add_argument("--train", type=int, default=8, help="training scenes per domain (default: 8)")
+    gen.add_argument("--val", type=int, default=2, help="validation scenes per domain (default: 2)")
+    gen.add_argument("--test", type=int, default=4, help="test scenes per domain (default: 4)")
+    gen.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
+    gen.add_argument("--steps", type=int, default=16, help="mini-batches per epoch (default: 16)")
+    gen.add_argument("--workers", type=int, default=2, help="simulation processes (default: 2)")
+    gen.add_argument("--data", type=Path, default=Path("cache/datasets"), help="dataset folder (default: cache/datasets)")
+
     sim = verbs.add_parser("simulate", help="simulate a series' scenes and image its domains")
     _common(sim)
     sim.add_argument("--out", type=Path, default=None, help="dataset folder (same as --data)")
@@ -171,7 +183,7 @@ def _dispatch(args) -> int:
         for name, rows in import_original(args.source, args.out).items():
             print(f"{name}: {rows} runs -> {args.out / name}")
         return 0
-    if args.verb in ("segment", "finetune", "models", "export-model"):
+    if args.verb in ("segment", "finetune", "models", "export-model", "train-general"):
         return _user_verbs(args)
     series = _series(args)
     if args.verb == "simulate":
@@ -223,7 +235,7 @@ def _dispatch(args) -> int:
 
 
 def _user_verbs(args) -> int:
-    """The verbs for microscopists' own files: segment, finetune, models, export-model."""
+    """The verbs for microscopists' own files and models: segment, finetune, models, export-model, train-general."""
     if args.verb == "models":
         from .models import describe, list_models, search_path
 
@@ -232,6 +244,14 @@ def _user_verbs(args) -> int:
             print(describe(folder, card))
         if not models:
             print("no models installed; searched: " + ", ".join(str(p) for p in search_path()))
+        return 0
+    if args.verb == "train-general":
+        from .general import train_general
+        from .models import describe, read_card
+
+        folder = train_general(args.out, base=args.profile, train=args.train, val=args.val, test=args.test,
+                               epochs=args.epochs, steps=args.steps, data_root=args.data, workers=args.workers)
+        print(describe(folder, read_card(folder)))
         return 0
     if args.verb == "export-model":
         from .models import export_checkpoint
