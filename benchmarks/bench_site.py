@@ -2,6 +2,11 @@
 
 Usage: python benchmarks/bench_site.py [--no-build] [--repeats N]
 
+Page weight is measured twice in one run: with the full plotly.js of the Python package
+(``PLOTLY_BUNDLE=full``, as the site was built before) and with the cartesian bundle it
+uses now; "assets" is what a page loads beside its own HTML (scripts, styles, images),
+the page's own HTML holds its text and its figures' data.
+
 Redraw time is measured in the page, from a control's change event to Plotly's
 ``plotly_afterplot`` event, for each kind of control; the target is under 100 ms.
 """
@@ -39,17 +44,28 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def page_weight(html: Path) -> int:
-    """Bytes of a page plus the local scripts, styles and images it references."""
+def page_weight(html: Path) -> tuple[int, int]:
+    """Bytes of a page's own HTML, and of the local scripts, styles and images it references."""
     import re
 
     text = html.read_text()
-    total = html.stat().st_size
+    assets = 0
     for ref in set(re.findall(r'(?:src|href)="([^"#?]+)"', text)):
         path = (html.parent / ref).resolve()
         if path.is_file() and path.suffix in (".js", ".css", ".png", ".svg", ".woff2", ".woff"):
-            total += path.stat().st_size
-    return total
+            assets += path.stat().st_size
+    return html.stat().st_size, assets
+
+
+def build(bundle: str) -> dict[str, tuple[int, int]]:
+    """Build the site with ``PLOTLY_BUNDLE=bundle``; page weights by page name."""
+    import os
+
+    start = time.perf_counter()
+    subprocess.run(["bash", str(REPO / "scripts" / "build-site.sh")], check=True, capture_output=True,
+                   env={**os.environ, "PLOTLY_BUNDLE": bundle})
+    print(f"site build ({bundle} plotly.js): {time.perf_counter() - start:.1f} s")
+    return {page.name: page_weight(page) for page in sorted(SITE.glob("*.html"))}
 
 
 def main() -> None:
@@ -57,14 +73,23 @@ def main() -> None:
     ap.add_argument("--no-build", action="store_true", help="measure the existing _build/html")
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    if not args.no_build:
-        start = time.perf_counter()
-        subprocess.run(["bash", str(REPO / "scripts" / "build-site.sh")], check=True, capture_output=True)
-        print(f"site build: {time.perf_counter() - start:.1f} s")
+    if args.no_build:
+        after = {page.name: page_weight(page) for page in sorted(SITE.glob("*.html"))}
+        print(f"{'page':22s} {'own HTML (MB)':>14s} {'assets (MB)':>12s} {'total (MB)':>11s}")
+        for name, (own, assets) in after.items():
+            print(f"{name:22s} {own / 1e6:14.2f} {assets / 1e6:12.2f} {(own + assets) / 1e6:11.2f}")
+    else:
+        before, after = build("full"), build("cartesian")  # the cartesian build stays in _build/html
+        print(f"{'page':22s} {'own HTML (MB)':>14s} {'assets, full (MB)':>18s} {'assets, now (MB)':>17s} "
+              f"{'total, full':>12s} {'total, now':>11s} {'now / full':>11s}")
+        for name, (own, assets) in after.items():
+            full = before[name][0] + before[name][1]
+            print(f"{name:22s} {own / 1e6:14.2f} {before[name][1] / 1e6:18.2f} {assets / 1e6:17.2f} "
+                  f"{full / 1e6:12.2f} {(own + assets) / 1e6:11.2f} {(own + assets) / full:11.2f}")
+        worst = max(after, key=lambda n: after[n][1])
+        print(f"largest assets now: {worst} {after[worst][1] / 1e6:.2f} MB (target: under 2 MB before the page's "
+              "own figure data)")
     pages = sorted(SITE.glob("*.html"))
-    print(f"{'page':40s} {'weight (MB)':>12s}")
-    for page in pages:
-        print(f"{page.name:40s} {page_weight(page) / 1e6:12.2f}")
     explorer_pages = {s: p for s in ("noise", "structure") for p in pages if f'id="{s}-explorer"' in p.read_text()}
     if not explorer_pages:
         print("no explorer found in the built pages")
