@@ -34,6 +34,7 @@ METRIC_TITLES = {
     "precision": "precision", "recall": "recall", "accuracy": "pixel accuracy",
 }
 SCRIPT = Path(__file__).with_name("explorer.js")
+RESPONSIVE = Path(__file__).with_name("responsive.js")  # narrow screens: stacked panels
 STYLE = """<style>
 .hrtem-explorer{font:14px/1.4 system-ui,sans-serif;margin:0.5em 0}
 .hrtem-controls{display:flex;flex-wrap:wrap;gap:0.6em 1.4em;align-items:center;margin-bottom:0.4em}
@@ -106,13 +107,14 @@ def _figure(series: str, cells: dict, metric: str, reduction: str, profile: str)
                            "<br>IQR %{customdata[1]:.4f} – %{customdata[2]:.4f}<extra></extra>"),
             name=stage,
         ), row=1, col=col)
-        fig.update_xaxes(title_text=xtitle, row=1, col=col, tickangle=0, constrain="domain", type="category")
+        fig.update_xaxes(title_text=xtitle, row=1, col=col, tickangle=-90 if series == "structure" else 0,
+                         constrain="domain", type="category")
         fig.update_yaxes(title_text=ytitle if col == 1 else None, row=1, col=col, autorange="reversed", type="category",
                          scaleanchor=f"x{'' if col == 1 else col}", constrain="domain")
     fig.update_layout(
         coloraxis={"colorscale": "Viridis", "reversescale": not HIGHER_IS_BETTER[metric], "colorbar": {"title": {"text": f"{reduction}<br>{metric}"}}},
         title={"text": f"{METRIC_TITLES[metric]} — data profile: {profile}", "font": {"size": 14}},
-        margin={"l": 70, "r": 20, "t": 70, "b": 60}, height=430, template="plotly_white",
+        margin={"l": 70, "r": 20, "t": 70, "b": 80}, height=450, template="plotly_white",
     )
     return fig
 
@@ -296,7 +298,7 @@ def explorer_html(results_root: Path, series: str, element_id: str | None = None
     payload["figure"] = json.loads(json.dumps(base, cls=_PlotlyEncoder))
     uid = element_id or f"explorer-{series}-{uuid.uuid4().hex[:8]}"
     data = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    script = SCRIPT.read_text()
+    script = RESPONSIVE.read_text() + SCRIPT.read_text()
     return (f'{STYLE}<div class="hrtem-explorer" id="{html.escape(uid)}" data-series="{series}"></div>\n'
             f'<script type="application/json" id="{html.escape(uid)}-data">{data}</script>\n'
             f"<script>{script}\nhrtemExplorer({json.dumps(uid)});</script>")

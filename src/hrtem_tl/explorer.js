@@ -80,7 +80,7 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
     layout.coloraxis.reversescale = !payload.higher_is_better[state.metric];  // the better end is always yellow
     layout.coloraxis.colorbar = {title: {text: state.reduction + "<br>" + state.metric}};
     layout.title.text = payload.titles[state.metric] + " — " + payload.sources[state.profile];
-    Plotly.react(plot, data, layout, {responsive: true, displaylogo: false});
+    Plotly.react(plot, data, hrtemFit(layout, root.clientWidth), {responsive: true, displaylogo: false});
     root.dataset.key = key();
     note.textContent = (fellBack ? "This source has no " + payload.titles[fellBack] + " (the original released losses only); showing loss. " : "") +
       payload.sources[state.profile] + ": " + payload.scale[state.profile] +
@@ -104,15 +104,15 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
                      legendgroup: group, showlegend: stage === "pretrain", offsetgroup: group});
       });
     });
-    Plotly.react(sizes, traces, {
+    Plotly.react(sizes, traces, hrtemFit({
       boxmode: "group", height: 360, margin: {l: 60, r: 20, t: 50, b: 50},
       grid: {rows: 1, columns: 2, pattern: "independent"},
       annotations: [
         {text: "after pretraining, by pretraining size", xref: "x domain", yref: "paper", x: 0.5, y: 1.12, showarrow: false},
         {text: "after transfer learning, by transfer size", xref: "x2 domain", yref: "paper", x: 0.5, y: 1.12, showarrow: false}],
-      yaxis: {title: {text: state.metric}}, yaxis2: {matches: "y"},
+      xaxis: {}, xaxis2: {}, yaxis: {title: {text: state.metric}}, yaxis2: {matches: "y"},
       legend: {orientation: "h", y: -0.2},
-    }, {responsive: true, displaylogo: false});
+    }, root.clientWidth), {responsive: true, displaylogo: false});
   }
   function drawAgreement() {
     // ranks of our loss cells against the original's, for the chosen freezing and reduction
@@ -130,12 +130,13 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
       annotations.push({text: title + ": Spearman ρ = " + (s.rho === null ? "n/a" : s.rho.toFixed(2)) + " (" + s.n + " cells)",
                         xref: ax + " domain", yref: "paper", x: 0.5, y: 1.12, showarrow: false});
     });
-    Plotly.react(agree, traces, {
+    Plotly.react(agree, traces, hrtemFit({
       height: 340, margin: {l: 60, r: 20, t: 60, b: 50}, grid: {rows: 1, columns: 2, pattern: "independent"}, annotations,
       xaxis: {title: {text: "rank of our loss (" + a.ours + ")"}}, xaxis2: {title: {text: "rank of our loss (" + a.ours + ")"}},
       yaxis: {title: {text: "rank of the original's loss"}},
-      title: {text: "Do we rank the cells as the original does? (loss ranks; the two losses differ in definition)", font: {size: 13}},
-    }, {responsive: true, displaylogo: false});
+      title: {text: "Do we rank the cells as the original does? — loss ranks; the two losses differ in definition", font: {size: 13}},
+    }, root.clientWidth), {responsive: true, displaylogo: false});
   }
   draw();
+  hrtemOnResize(root, draw);
 };

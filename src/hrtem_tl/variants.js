@@ -67,7 +67,7 @@ window.hrtemVariants = window.hrtemVariants || function (id) {
     const data = payload.figure.data.map((t, i) => Object.assign({}, t, v.traces[i] || {}));
     const layout = JSON.parse(JSON.stringify(payload.figure.layout));
     Object.entries(v.layout || {}).forEach(([path, value]) => setPath(layout, path, value));
-    Plotly.react(plot, data, layout, {responsive: true, displaylogo: false});
+    Plotly.react(plot, data, hrtemFit(layout, root.clientWidth), {responsive: true, displaylogo: false});
     root.dataset.key = keyOf(state);
     note.textContent = (v.note || "") + (payload.note ? " " + payload.note : "");
     // grey out options that no variant has with the choices before them
@@ -78,4 +78,5 @@ window.hrtemVariants = window.hrtemVariants || function (id) {
     });
   }
   draw();
+  hrtemOnResize(root, draw);
 };

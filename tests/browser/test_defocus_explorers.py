@@ -178,3 +178,18 @@ def test_baseline_boxes_compare_mixture_and_transfer(site, browser):
     np.testing.assert_allclose(tl_source["median"], forgetting.median().to_numpy(), rtol=1e-3)
     assert not errors
     page.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_no_text_overlaps_at_phone_and_desktop_width(site, browser, width):
+    from test_explorers_static import OVERLAPS_JS
+
+    for name in PAGES:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(f"{site['url']}/{name}.html")
+        page.wait_for_selector(f"#{name} .js-plotly-plot .main-svg")
+        found = page.evaluate(OVERLAPS_JS, f"#{name}")
+        assert found["bad"] == [] and found["wide"] == 0, (name, found)
+        if width == 390:
+            page.screenshot(path=str(ARTIFACTS / f"explorer-{name}-390.png"), full_page=True)
+        page.close()

@@ -153,3 +153,40 @@ def test_original_source_disables_metrics_and_ranks_agree(site, browser, series)
     text = page.evaluate(f"() => document.querySelector('{root} [data-role=agreement]').layout.annotations[1].text")
     assert f"ρ = {rho:.2f}" in text, (text, rho)
     page.close()
+
+
+OVERLAPS_JS = """(root) => {
+  // every visible text of the explorer's figures, as rectangles, and the pairs that overlap
+  const rects = [];
+  document.querySelectorAll(root + ' .js-plotly-plot').forEach((plot, f) => {
+    plot.querySelectorAll('.gtitle, .annotation-text, .xtitle, .x2title, .x3title, .ytitle, '
+                          + '.xtick text, .x2tick text, .x3tick text').forEach(t => {
+      const r = t.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0 && t.textContent.trim()) rects.push({f, text: t.textContent, r});
+    });
+  });
+  const bad = [];
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const a = rects[i].r, b = rects[j].r;
+    const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (rects[i].f === rects[j].f && dx > 2 && dy > 2) bad.push([rects[i].text, rects[j].text]);
+  }
+  const box = document.querySelector(root).getBoundingClientRect();
+  const wide = [...document.querySelectorAll(root + ' .js-plotly-plot .main-svg')]
+    .filter(s => s.getBoundingClientRect().right > box.right + 1).length;
+  return {bad, wide};
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+@pytest.mark.parametrize("series", ["noise", "structure"])
+def test_no_text_overlaps_at_phone_and_desktop_width(site, browser, series, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{site['url']}/{series}.html")
+    page.wait_for_selector(f"#{series}-explorer [data-role=agreement] .main-svg")
+    found = page.evaluate(OVERLAPS_JS, f"#{series}-explorer")
+    assert found["bad"] == [] and found["wide"] == 0, found
+    if width == 390:
+        page.screenshot(path=str(ARTIFACTS / f"explorer-{series}-390.png"), full_page=True)
+    page.close()
