@@ -34,7 +34,7 @@ METRIC_TITLES = {
     "precision": "precision", "recall": "recall", "accuracy": "pixel accuracy",
 }
 SCRIPT = Path(__file__).with_name("explorer.js")
-RESPONSIVE = Path(__file__).with_name("responsive.js")  # narrow screens: stacked panels
+TOOLS = Path(__file__).with_name("figure_tools.js")  # stacked panels on phones, CSV downloads
 STYLE = """<style>
 .hrtem-explorer{font:14px/1.4 system-ui,sans-serif;margin:0.5em 0}
 .hrtem-controls{display:flex;flex-wrap:wrap;gap:0.6em 1.4em;align-items:center;margin-bottom:0.4em}
@@ -42,6 +42,7 @@ STYLE = """<style>
 .hrtem-control legend{float:left;margin-right:0.5em;padding:0}
 .hrtem-control select{font:inherit;padding:0.1em 0.3em}
 .hrtem-note{font-size:12px;opacity:0.8;margin:0.2em 0}
+.hrtem-csv{font-size:12px}
 </style>"""
 
 
@@ -298,7 +299,7 @@ def explorer_html(results_root: Path, series: str, element_id: str | None = None
     payload["figure"] = json.loads(json.dumps(base, cls=_PlotlyEncoder))
     uid = element_id or f"explorer-{series}-{uuid.uuid4().hex[:8]}"
     data = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    script = RESPONSIVE.read_text() + SCRIPT.read_text()
+    script = TOOLS.read_text() + SCRIPT.read_text()
     return (f'{STYLE}<div class="hrtem-explorer" id="{html.escape(uid)}" data-series="{series}"></div>\n'
             f'<script type="application/json" id="{html.escape(uid)}-data">{data}</script>\n'
             f"<script>{script}\nhrtemExplorer({json.dumps(uid)});</script>")

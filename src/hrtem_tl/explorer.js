@@ -47,6 +47,8 @@ window.hrtemExplorer = window.hrtemExplorer || function (id) {
   if (payload.sizes) { sizes = el("div", {class: "hrtem-plot", "data-role": "sizes"}); root.appendChild(sizes); }
   root.appendChild(note);
   if (payload.agreement) { agree = el("div", {class: "hrtem-plot", "data-role": "agreement"}); root.appendChild(agree); }
+  root.appendChild(hrtemCsvLink(payload.series + "-explorer.csv", () =>
+    [["matrices", plot], ["sizes", sizes], ["agreement", agree]].filter(([, d]) => d && d.data)));
   const metricSelect = controls.querySelector("[data-control=metric]");
   const figure = payload.figure;
 

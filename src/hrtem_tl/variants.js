@@ -44,7 +44,7 @@ window.hrtemVariants = window.hrtemVariants || function (id) {
   plot.dataset.role = "figure";
   const note = document.createElement("p");
   note.className = "hrtem-note";
-  root.append(form, plot, note);
+  root.append(form, plot, note, hrtemCsvLink(id + ".csv", () => [["figure", plot]]));
 
   // After a change, keep the chosen value and the ones before it; move later controls
   // to their first option that still leads to a variant.

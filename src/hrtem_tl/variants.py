@@ -71,11 +71,11 @@ def variant_payload(figure: go.Figure, controls: list[Control], variants: dict[t
 
 def variant_html(element_id: str, payload: dict, caption: str = "") -> str:
     """A self-contained HTML fragment (controls, data, script) for a static page."""
-    from .explore import RESPONSIVE, STYLE
+    from .explore import STYLE, TOOLS
 
     data = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     uid = html.escape(element_id)
     head = f'<p class="hrtem-note">{html.escape(caption)}</p>' if caption else ""
     return (f'{STYLE}<div class="hrtem-explorer" id="{uid}">{head}</div>\n'
             f'<script type="application/json" id="{uid}-data">{data}</script>\n'
-            f"<script>{RESPONSIVE.read_text()}{SCRIPT.read_text()}\nhrtemVariants({json.dumps(element_id)});</script>")
+            f"<script>{TOOLS.read_text()}{SCRIPT.read_text()}\nhrtemVariants({json.dumps(element_id)});</script>")

@@ -193,3 +193,20 @@ def test_no_text_overlaps_at_phone_and_desktop_width(site, browser, width):
         if width == 390:
             page.screenshot(path=str(ARTIFACTS / f"explorer-{name}-390.png"), full_page=True)
         page.close()
+
+
+def test_csv_download_holds_the_plotted_cells(site, browser):
+    import io
+
+    page, _ = _open(browser, f"{site['url']}/domain.html")
+    _choose(page, "domain", metric="iou", reduction="mean")
+    with page.expect_download() as info:
+        page.click("#domain [data-role=csv]")
+    frame = pd.read_csv(io.StringIO(open(info.value.path()).read()))
+    traces = _traces(page, "domain")
+    after = frame[frame["trace"] == "after transfer learning"].pivot(index="y", columns="x", values="value")
+    rows, cols = [int(v) for v in after.index], [int(v) for v in after.columns]
+    z = _array(traces[1]["z"])
+    want = pd.DataFrame(z, index=[-5, 0, 5], columns=[-10, -5, 0, 5, 10]).loc[rows, cols]
+    np.testing.assert_allclose(after.to_numpy(float), want.to_numpy(), rtol=1e-6)
+    page.close()

@@ -1,6 +1,8 @@
-// Narrow screens: side-by-side Plotly panels stacked one above the other.
-// Shared by the explorers (explorer.js, variants.js); returns a new layout for a
-// container `width` px wide, the given layout unchanged when it is wide enough.
+// Helpers shared by the explorers (explorer.js, variants.js): stacked panels on narrow
+// screens (hrtemFit, hrtemOnResize) and the plotted cells as CSV (hrtemCsv, hrtemCsvLink).
+//
+// hrtemFit returns a new layout for a container `width` px wide, side-by-side panels
+// stacked one above the other; the given layout unchanged when it is wide enough.
 window.hrtemNarrow = window.hrtemNarrow || 640;  // px: below this, panels stack
 window.hrtemFit = window.hrtemFit || function (layout, width) {
   const keys = Object.keys(layout).filter(k => /^xaxis\d*$/.test(k)).sort();
@@ -50,4 +52,43 @@ window.hrtemOnResize = window.hrtemOnResize || function (el, draw) {
     const now = el.clientWidth < window.hrtemNarrow;
     if (now !== narrow) { narrow = now; draw(); }
   });
+};
+// The values a Plotly div draws, one row per cell, heatmap, box or point: trace name,
+// x and y labels and the values (z; box statistics; y).
+window.hrtemCsv = window.hrtemCsv || function (plots) {
+  const q = v => { const s = v === null || v === undefined ? "" : String(v).replace(/<[^>]+>/g, "");
+                   return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
+  const rows = [["figure", "trace", "x", "y", "value", "q1", "median", "q3", "lower fence", "upper fence", "mean"]];
+  plots.forEach(([label, gd]) => (gd.data || []).forEach(t => {
+    if (t.visible === false) return;
+    const name = t.name || t.type;
+    if (t.type === "heatmap") {
+      (t.z || []).forEach((row, r) => row.forEach((v, c) => rows.push([label, name, t.x[c], t.y[r], v])));
+    } else if (t.type === "box") {
+      (t.x || []).forEach((x, i) => rows.push([label, name, x, "", "", t.q1[i], t.median[i], t.q3[i],
+                                                t.lowerfence[i], t.upperfence[i], t.mean ? t.mean[i] : ""]));
+    } else {
+      (t.x || []).forEach((x, i) => rows.push([label, name, x, t.y[i], t.text ? t.text[i] : ""]));
+    }
+  }));
+  return rows.map(r => r.map(q).join(",")).join("\n") + "\n";
+};
+// A link that downloads what `plots()` ([[label, plot div], ...]) shows now, as `file`.
+window.hrtemCsvLink = window.hrtemCsvLink || function (file, plots) {
+  const a = document.createElement("a");
+  a.href = "#";
+  a.className = "hrtem-csv";
+  a.dataset.role = "csv";
+  a.textContent = "download the plotted values (CSV)";
+  a.addEventListener("click", ev => {
+    ev.preventDefault();
+    const blob = new Blob([window.hrtemCsv(plots())], {type: "text/csv"});
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = file;
+    document.body.appendChild(link);
+    link.click();
+    setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 0);
+  });
+  return a;
 };
