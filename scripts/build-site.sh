@@ -55,7 +55,7 @@ OUT="$PROJECT/_build/html"
 # Start clean: mystmd keeps every earlier version of a page's source (hashed names)
 # in _build/site/public, and the renderer would offer each of them for download.
 rm -rf "$PROJECT/_build/site" "$OUT"
-env -u HOST myst build --html
+SITE_PROJECT="$PROJECT" env -u HOST myst build --html
 
 if [[ ! -f "$OUT/index.html" || ! -f "$OUT/.render.log" ]]; then
   echo "error: the site renderer did not finish (no $OUT/index.html)" >&2
@@ -65,6 +65,11 @@ grep -E '^warning:' "$OUT/.render.log" || true
 for asset in assets/site.css assets/site.js assets/katex/katex.min.css assets/plotly.min.js; do
   [[ -f "$OUT/$asset" ]] || { echo "error: missing $OUT/$asset" >&2; exit 1; }
 done
+
+# 4. The result tables the pages are computed from, for readers to take (parquet + schema).
+if [[ -d "$PROJECT/data/results" ]]; then
+  (cd "$PROJECT" && find data/results -type f \( -name '*.parquet' -o -name '*.md' \) -exec cp --parents {} "$OUT/" \;)
+fi
 
 end=$(date +%s.%N)
 pages=$(find "$OUT" -maxdepth 1 -name '*.html' | wc -l)

@@ -3,7 +3,8 @@
 // template.yml's `build: render:`. mystmd sets
 //   CONTENT_CDN      URL of its local content server (page JSON, public files)
 //   BUILD_DIRECTORY  where the static site must be written (_build/html)
-// Optional: PLOTLY_JS, path to plotly.min.js (else found via Python's plotly).
+// Optional: PLOTLY_JS, path to plotly.min.js (else the cartesian bundle or Python's
+// plotly); SITE_PROJECT, the project folder (its cite.bib and data/results/).
 //
 // Output: <slug>.html per page (the first page is index.html), build/ (the
 // project's public files: images, large outputs, source downloads) and
@@ -186,7 +187,15 @@ async function main() {
   const hidden = [...slugs]
     .filter((slug) => !linked.some((n) => n.slug === slug))
     .map((slug) => ({ slug, href: pageFile(slug, project.index), hidden: true }));
-  const site = { title: config.title ?? project.title ?? 'Site' };
+  // cite.bib beside myst.yml (optional; SITE_PROJECT names that folder, set by
+  // scripts/build-site.sh): BibTeX shown in every page's cite box
+  const projectDir = process.env.SITE_PROJECT ?? process.cwd();
+  const citeFile = path.join(projectDir, 'cite.bib');
+  const site = {
+    title: config.title ?? project.title ?? 'Site',
+    cite: fs.existsSync(citeFile) ? fs.readFileSync(citeFile, 'utf8').trim() : null,
+    data: fs.existsSync(path.join(projectDir, 'data', 'results', 'SCHEMA.md')),
+  };
 
   let anyPlotly = false;
   for (const [i, entry] of [...linked, ...hidden].entries()) {

@@ -174,6 +174,10 @@ ${footnotesBlock(o.footnotes)}
 ${referencesBlock(o.citations)}
 </article>
 ${pager(o.prev, o.next)}
+${o.site.cite ? `<details class="cite-box"><summary>Cite this site and the study it re-runs (BibTeX)</summary>
+<pre><code>${esc(o.site.cite)}</code></pre>${o.site.data ? `
+<p>Data: the <a href="data/results/SCHEMA.md">result tables</a> (parquet, under <code>data/results/</code>), ours and the original's (CC-BY-4.0).</p>` : ''}
+</details>` : ''}
 <footer class="site-footer"><p>${esc(o.site.title)} · static site built offline with <a href="https://mystmd.org">mystmd</a>${
     fm.license?.content ? ` · ${esc(fm.license.content.name ?? fm.license.content.id)}` : ''
   }</p></footer>
