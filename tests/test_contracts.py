@@ -249,6 +249,31 @@ def test_the_transfer_stage_depends_on_the_run_seed(tiny_data, tiny_profile, tmp
     assert _metrics(runs[0], "transfer") != _metrics(runs[1], "transfer")
 
 
+def test_the_initial_weights_of_a_pretrained_model_belong_to_its_seed(tiny_data, tiny_profile, tmp_path, monkeypatch):
+    """Seed 0 twice starts pretraining from one set of weights, seeds 0 and 1 from two."""
+    starts = []
+
+    def stop(model, train, val, **kwargs):  # record the weights training would start from, then stop
+        starts.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        raise E.TrainingDiverged("stopped by the test")
+
+    monkeypatch.setattr(E, "train_stage", stop)
+    for seed, folder in ((0, "a"), (0, "b"), (1, "c")):
+        with pytest.raises(E.TrainingDiverged):
+            _pretrained(tiny_profile, tiny_data, tmp_path / folder, seed=seed)
+    assert torch.equal(starts[0], starts[1]) and not torch.equal(starts[0], starts[2])
+
+
+def test_every_image_of_a_domain_draws_its_own_defocus_and_noise(tiny_data, tiny_series):
+    """The per-image random draws (defocus jitter, shot noise) depend on the image's index:
+    between two domains imaging the same scenes, the defocus differences vary by image."""
+    a = load_domain(tiny_series, "df-5", "train", tiny_data)
+    b = load_domain(tiny_series, "df0", "train", tiny_data)
+    assert len(a["defocus"]) >= 2
+    diff = a["defocus"] - b["defocus"]  # zero_defocus of each scene cancels; 10 x (-5 - 0) plus the jitters
+    assert np.ptp(diff) > 1e-3
+
+
 # -- (5) the explorers ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
