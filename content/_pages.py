@@ -173,13 +173,50 @@ def scale_sentence(data: SeriesData) -> str:
         split = (f"{fmt(int(first['val_images']))} validation images per domain, which both chose the best epoch and "
                  "gave the reported numbers, and transfer sets drawn from the pretraining scenes "
                  "(<strong>protocol 1, superseded</strong>: these results await their re-run on protocol 2)")
+    bn = {"adapt": "batch-norm statistics re-estimated from the target's crops during transfer",
+          "fixed": "batch-norm statistics kept from pretraining during transfer"}.get(first["transfer_batchnorm"])
+    split += f"; {bn}" if bn else ""
+    stale = ""
+    if protocol >= 2 and not is_current(data):
+        stale = (f" <strong>These runs predate the current <code>{data.profile}</code> settings</strong> (now: "
+                 f"{current_changes(data)}); <code>{COMMANDS.get(data.name, 'hrtem-tl study ' + data.name)}</code> "
+                 "re-runs them, and re-executing this page then shows the new runs.")
     return (f"<p>The <strong>{data.name}</strong> numbers on this page come from the <code>{data.profile}</code> profile "
             f"({note}), protocol {protocol}: {done}, seed(s) {', '.join(map(str, seeds))}; "
             f"{fmt(int(first['pretrain_images']))} pretraining and {transfer} transfer images per domain, "
             f"{split}; training on random {fmt(int(first['crop']))} px crops, "
             f"{fmt(int(first['pretrain_epochs']))} pretraining epochs of {fmt(int(first['pretrain_steps']))} mini-batches "
             f"and {fmt(int(first['transfer_epochs']))} transfer epochs of {fmt(int(first['transfer_steps']))}, "
-            f"{first['precision']} on {first['device']}.</p>")
+            f"{first['precision']} on {first['device']}.{stale}</p>")
+
+
+def _profile_of(data: SeriesData):
+    from hrtem_tl.config import load_profile
+
+    return load_profile(data.profile)
+
+
+def is_current(data: SeriesData) -> bool:
+    """Whether the stored runs have the config hash the profile gives today (at their precision)."""
+    import torch
+
+    from hrtem_tl.experiment import run_config_hash
+    from hrtem_tl.train import Precision
+
+    first = data.runs.iloc[0]
+    precision = Precision(str(first["device"]), torch.bfloat16 if first["precision"] == "bf16" else None)
+    return first["config_hash"] == run_config_hash(_profile_of(data), data.name, precision)
+
+
+def current_changes(data: SeriesData) -> str:
+    """The run settings where the profile now differs from the stored runs (batch norm, epochs, ...)."""
+    t = _profile_of(data).training
+    first = data.runs.iloc[0]
+    fields = {"transfer_batchnorm": "batch norm during transfer", "transfer_epochs": "transfer epochs",
+              "transfer_steps": "transfer steps per epoch", "pretrain_epochs": "pretraining epochs",
+              "crop": "crop", "lr_transfer": "transfer learning rate"}
+    diff = [f"{label} {getattr(t, k)}" for k, label in fields.items() if k in first and str(getattr(t, k)) != str(first[k])]
+    return ", ".join(diff) or "other settings"
 
 
 def formula(text: str) -> str:
