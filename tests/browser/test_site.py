@@ -172,6 +172,29 @@ def test_dark_mode_follows_system_and_toggle(open_page, artifacts_dir):
     assert rec.errors == []
 
 
+CONTRAST_JS = """() => {
+  // WCAG contrast of an inline code element inside an output panel, against its own background
+  const box = document.createElement('div');
+  box.className = 'output-html';
+  box.innerHTML = '<p>see <code>hrtem-tl study</code></p>';
+  document.querySelector('main').appendChild(box);
+  const code = box.querySelector('code');
+  const rgb = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = c => { const v = rgb(c).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const style = getComputedStyle(code);
+  const a = lum(style.color), b = lum(style.backgroundColor);
+  box.remove();
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_inline_code_in_output_panels_is_readable(open_page, scheme):
+    page = open_page("index.html", color_scheme=scheme).page
+    assert page.evaluate(CONTRAST_JS) >= 4.5
+
+
 def test_phone_layout_has_toggleable_navigation(open_page, artifacts_dir):
     page = open_page(
         "index.html", viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
