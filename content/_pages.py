@@ -40,12 +40,13 @@ PROFILE_MEANING = {
 STYLE = """<style>
 .hr-table{border-collapse:collapse;font-size:0.9em;margin:0.4em 0 0.8em}
 .hr-table th,.hr-table td{border-bottom:1px solid #ccc;padding:0.2em 0.6em;text-align:left;vertical-align:top}
-.hr-note{border-left:4px solid #d9a300;padding:0.3em 0.8em;background:#fff8e0}
-.hr-v{font-weight:600;padding:0 0.3em;border-radius:3px}
+.hr-note{border-left:4px solid #d9a300;padding:0.3em 0.8em;background:#fff8e0;color:#1d2329}
+.hr-note code{background:#f3ead0;color:#1d2329}
+.hr-v{font-weight:600;padding:0 0.3em;border-radius:3px;color:#1d2329}
 .hr-scroll{overflow-x:auto}
 .hr-holds{background:#d7f0d7}.hr-mixed{background:#fff0c2}.hr-inconclusive{background:#e3e8f4}
 .hr-refuted{background:#f8d4d4}.hr-untested{background:#e6e6e6}
-.hr-context td{color:#555;font-style:italic}
+.hr-context td{opacity:0.75;font-style:italic}
 </style>"""
 
 

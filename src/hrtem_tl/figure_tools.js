@@ -4,7 +4,12 @@
 // hrtemFit returns a new layout for a container `width` px wide, side-by-side panels
 // stacked one above the other; the given layout unchanged when it is wide enough.
 window.hrtemNarrow = window.hrtemNarrow || 640;  // px: below this, panels stack
+// On the site (its site.js defines hrtemDarkLayout) the layout also follows the theme.
 window.hrtemFit = window.hrtemFit || function (layout, width) {
+  const themed = window.hrtemDarkLayout ? window.hrtemDarkLayout(window.hrtemStack(layout, width)) : null;
+  return themed || window.hrtemStack(layout, width);
+};
+window.hrtemStack = window.hrtemStack || function (layout, width) {
   const keys = Object.keys(layout).filter(k => /^xaxis\d*$/.test(k)).sort();
   if (width >= window.hrtemNarrow || keys.length < 2) return layout;
   const out = JSON.parse(JSON.stringify(layout));
@@ -45,13 +50,14 @@ window.hrtemFit = window.hrtemFit || function (layout, width) {
   }
   return out;
 };
-// Redraw `draw` when the container crosses the narrow breakpoint.
+// Redraw `draw` when the container crosses the narrow breakpoint or the site's theme changes.
 window.hrtemOnResize = window.hrtemOnResize || function (el, draw) {
   let narrow = el.clientWidth < window.hrtemNarrow;
   window.addEventListener("resize", () => {
     const now = el.clientWidth < window.hrtemNarrow;
     if (now !== narrow) { narrow = now; draw(); }
   });
+  window.addEventListener("hrtem-theme-change", () => draw());
 };
 // The values a Plotly div draws, one row per cell, heatmap, box or point: trace name,
 // x and y labels and the values (z; box statistics; y).

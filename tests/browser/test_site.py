@@ -163,9 +163,14 @@ def test_dark_mode_follows_system_and_toggle(open_page, artifacts_dir):
     assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
     assert background(page) == dark_bg
     wait_for_plot(page, "demo-plot")
+    page.locator("#fig-plain .plotly-target svg.main-svg").first.wait_for(timeout=15_000)
+    font = "() => document.querySelector('#fig-plain .plotly-target')._fullLayout.font.color"
+    paper = "() => document.querySelector('#fig-plain .plotly-target')._fullLayout.paper_bgcolor"
+    assert page.evaluate(font) == "#e3e7eb" and page.evaluate(paper).replace(" ", "") == "rgba(0,0,0,0)"  # figure follows the theme
     page.screenshot(path=str(artifacts_dir / "site-index-dark.png"))
     page.click(".theme-toggle")
     assert background(page) == light_bg
+    assert page.evaluate(font) != "#e3e7eb"
 
     system_dark = open_page("index.html", color_scheme="dark").page
     assert background(system_dark) == dark_bg

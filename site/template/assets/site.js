@@ -14,6 +14,29 @@
     return media && media.matches ? 'dark' : 'light';
   }
 
+  // Figures follow the theme: transparent paper, light text and dim grid lines in dark
+  // mode. Explorers (hrtem_tl's figure_tools.js) pass their layouts through this too.
+  var DARK = { font: '#e3e7eb', grid: '#2c333b', line: '#59636e' };
+  window.hrtemDarkLayout = function (layout) {
+    if (effectiveTheme() !== 'dark') return layout;
+    var out = JSON.parse(JSON.stringify(layout || {}));
+    out.paper_bgcolor = 'rgba(0,0,0,0)';
+    out.plot_bgcolor = 'rgba(0,0,0,0)';
+    out.font = Object.assign({}, out.font, { color: DARK.font });
+    if (out.title && out.title.font) out.title.font = Object.assign({}, out.title.font, { color: DARK.font });
+    Object.keys(out).forEach(function (k) {
+      if (/^[xy]axis\d*$/.test(k)) {
+        out[k] = Object.assign({}, out[k], { gridcolor: DARK.grid, zerolinecolor: DARK.line, linecolor: DARK.line });
+      }
+    });
+    (out.annotations || []).forEach(function (a) { a.font = Object.assign({}, a.font, { color: DARK.font }); });
+    if (out.legend) out.legend = Object.assign({}, out.legend, { font: { color: DARK.font } });
+    ['coloraxis', 'coloraxis2'].forEach(function (c) {
+      if (out[c] && out[c].colorbar) out[c].colorbar = Object.assign({}, out[c].colorbar, { tickfont: { color: DARK.font } });
+    });
+    return out;
+  };
+
   function setTheme(t) {
     root.setAttribute('data-theme', t);
     try {
@@ -22,6 +45,7 @@
       /* storage may be disabled */
     }
     syncToggle();
+    window.dispatchEvent(new Event('hrtem-theme-change'));
   }
 
   function syncToggle() {
@@ -73,11 +97,18 @@
     try {
       var fig = JSON.parse(s.textContent);
       var config = Object.assign({ responsive: true, displaylogo: false }, fig.config || {});
-      window.Plotly.newPlot(target, fig.data || [], fig.layout || {}, config);
+      var draw = function () { window.Plotly.react(target, fig.data || [], window.hrtemDarkLayout(fig.layout), config); };
+      draw();
+      window.addEventListener('hrtem-theme-change', draw);
     } catch (e) {
       target.textContent = 'Could not draw this figure: ' + e.message;
     }
   });
+
+  if (effectiveTheme() === 'dark') window.dispatchEvent(new Event('hrtem-theme-change'));
+  if (media && media.addEventListener) {
+    media.addEventListener('change', function () { window.dispatchEvent(new Event('hrtem-theme-change')); });
+  }
 
   // ---- highlight the current section in the outlines ----
   var links = Array.prototype.slice.call(document.querySelectorAll('.outline a, .nav-outline a'));
