@@ -7,6 +7,7 @@ and Debian's /usr/bin/chromium (skipped without it).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +227,19 @@ def test_no_request_leaves_the_host(loaded_pages, name):
     assert len(rec.requests) > 3
     assert rec.external_requests() == []
     assert rec.errors == []
+
+
+AXE = Path(__file__).resolve().parents[2] / "site" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="npm axe-core is not installed (scripts/setup.sh installs site/)")
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("name", ["index.html", "methods.html", "explorer.html", "appendix.html"])
+def test_axe_finds_no_serious_accessibility_violation(open_page, name, scheme):
+    page = open_page(name, color_scheme=scheme).page
+    page.wait_for_timeout(500)  # figures drawn, tab stops added
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("""async () => (await axe.run()).violations
+        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+        .map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | '))""")
+    assert found == [], found

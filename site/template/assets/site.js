@@ -110,6 +110,11 @@
     media.addEventListener('change', function () { window.dispatchEvent(new Event('hrtem-theme-change')); });
   }
 
+  // ---- scrollable regions are reachable by keyboard ----
+  document.querySelectorAll('pre, .code-block, .outputs > *, .hr-scroll, .table-container').forEach(function (el) {
+    if (el.scrollWidth > el.clientWidth + 1 && !el.hasAttribute('tabindex')) el.setAttribute('tabindex', '0');
+  });
+
   // ---- highlight the current section in the outlines ----
   var links = Array.prototype.slice.call(document.querySelectorAll('.outline a, .nav-outline a'));
   if (links.length && 'IntersectionObserver' in window) {
