@@ -25,6 +25,10 @@ Dice and loss on each domain (crop 160 against crop 96: what small crops cost be
 any transfer). ``--pretrained-only`` writes only that table, from cached models.
 
     python experiments/size_transfer.py [--profile cpu] [--lattices ZnS Cu] [--seeds 0 1] [--workers 2]
+                                        [--variants protocol-2 bn-fixed]
+
+Rows of earlier runs stay: a new run replaces only the rows with its own variant, pair,
+seed and precision, so lattices and seeds can be added one session at a time.
 """
 
 from __future__ import annotations
@@ -45,11 +49,11 @@ from hrtem_tl.series import Series
 from hrtem_tl.study import pretrain_job
 
 OUT = Path("data/experiments/size_transfer.parquet")
-VARIANTS = {
-    "protocol-2": {},
+VARIANTS = {  # each names its batch-norm option, whatever the base profile's default is
+    "protocol-2": {"transfer_batchnorm": "adapt"},
     "bn-fixed": {"transfer_batchnorm": "fixed"},
-    "lr-1e-5": {"lr_transfer": 1e-5},
-    "crop-96": {"crop": 96},
+    "lr-1e-5": {"transfer_batchnorm": "adapt", "lr_transfer": 1e-5},
+    "crop-96": {"transfer_batchnorm": "adapt", "crop": 96},
 }
 
 
@@ -91,10 +95,22 @@ def write_pretrained(profiles: dict, jobs: dict, args) -> None:
         for eval_domain, m in meta["evaluations"].items():
             rows.append({"variant": crop[profile.training.crop], "crop": profile.training.crop, "domain": domain,
                          "seed": seed, "eval_domain": eval_domain, "dice": m["dice"], "loss": m["loss"],
-                         "best_epoch": meta["stage"]["best_epoch"]})
-    path = args.out.with_name(args.out.stem + "_pretrained.parquet")
+                         "best_epoch": meta["stage"]["best_epoch"], "precision": meta["precision"]})
+    keys = ["variant", "crop", "domain", "seed", "eval_domain", "precision"]
+    merge_into(args.out.with_name(args.out.stem + "_pretrained.parquet"), pd.DataFrame(rows), keys)
+
+
+def merge_into(path: Path, new: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Write ``new`` to ``path`` over the rows already there that share its ``keys``."""
+    if path.exists():
+        old = pd.read_parquet(path)
+        if "precision" not in old:  # tables written before the column existed: all bf16
+            old["precision"] = "bf16"
+        new = pd.concat([old, new], ignore_index=True).drop_duplicates(keys, keep="last")
+    new = new.sort_values(keys).reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).sort_values(["crop", "domain", "seed", "eval_domain"]).to_parquet(path, index=False)
+    new.to_parquet(path, index=False)
+    return new
 
 
 def main(argv=None) -> None:
@@ -103,6 +119,7 @@ def main(argv=None) -> None:
     ap.add_argument("--lattices", nargs="+", default=["ZnS", "Cu"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--data", type=Path, default=Path("cache/datasets"))
     ap.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     ap.add_argument("--out", type=Path, default=OUT)
@@ -110,9 +127,9 @@ def main(argv=None) -> None:
                     help="only tabulate the pretrained models (trains those not cached)")
     args = ap.parse_args(argv)
     roots = (str(args.data.resolve()), str(args.checkpoints.resolve()))
-    profiles = {name: variant_profile(args.profile, args.lattices, args.seeds, change)
-                for name, change in VARIANTS.items()}
-    simulate_series(Series("structure", profiles["protocol-2"]), args.data, workers=args.workers)
+    profiles = {name: variant_profile(args.profile, args.lattices, args.seeds, VARIANTS[name])
+                for name in args.variants}
+    simulate_series(Series("structure", next(iter(profiles.values()))), args.data, workers=args.workers)
     start = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -138,9 +155,8 @@ def main(argv=None) -> None:
         for f in futures:
             rows.append(f.result())
             print(f"{len(rows)}/{len(futures)} transfers", flush=True)
-    frame = pd.DataFrame(rows).assign(worse=lambda f: f["dice_end"] < f["dice_start"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(args.out, index=False)
+    frame = merge_into(args.out, pd.DataFrame(rows).assign(worse=lambda f: f["dice_end"] < f["dice_start"]),
+                       ["variant", "pair", "seed", "precision"])
     summary = frame.groupby("variant").agg(transfers=("worse", "size"), worse=("worse", "mean"),
                                            dice_change=("dice_end", "mean"), loss_jump=("loss_jump", "median"))
     summary["dice_change"] -= frame.groupby("variant")["dice_start"].mean()

@@ -419,7 +419,8 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
             elif value is None:
                 new = (7,) if f.name.endswith(("_seeds", "_sizes")) else 7 if f.name.endswith("_images") else ("x",)
             else:
-                new = {"adapt": "fixed", "all": "reduced", "reduced": "all", "related": "all"}.get(value, "other")
+                new = {"adapt": "fixed", "fixed": "adapt", "all": "reduced", "reduced": "all", "related": "all"}.get(
+                    value, "other")
             changed = replace(cpu, **{section: replace(settings, **{f.name: new})})
             moved = {s for s in every if changed.config_hash(s) != cpu.config_hash(s)}
             # a grid setting chooses which runs a sweep plans (judged by the plan itself,
@@ -443,7 +444,8 @@ def test_pretrained_models_are_shared_by_profiles_that_differ_only_in_transfer_s
     cpu = load_profile("cpu")
     for f in fields(cpu.training):
         value = getattr(cpu.training, f.name)
-        new = ({"adapt": "fixed"}.get(value, value) if isinstance(value, str) else not value if isinstance(value, bool)
+        flip = {"adapt": "fixed", "fixed": "adapt"}
+        new = (flip.get(value, value) if isinstance(value, str) else not value if isinstance(value, bool)
                else value + value[-1:] if isinstance(value, tuple) else value + 1)
         changed = replace(cpu, training=replace(cpu.training, **{f.name: new}))
         same = changed.pretrain_hash("noise", "x") == cpu.pretrain_hash("noise", "x")
