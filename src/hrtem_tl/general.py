@@ -32,7 +32,7 @@ from .train import Precision, evaluate, train_stage
 SERIES = ("noise", "defocus", "structure")
 
 
-def general_profile(base: str = "cpu", train: int = 8, val: int = 2, test: int = 4, epochs: int = 10, steps: int = 16):
+def general_profile(base: str = "cpu", train: int = 6, val: int = 2, test: int = 3, epochs: int = 10, steps: int = 16):
     """``base`` with ``train``/``val``/``test`` scenes per domain and ``epochs`` x ``steps`` of training."""
     p = load_profile(base)
     counts = {"train_images": train, "val_images": val, "test_images": test}
@@ -68,7 +68,7 @@ def mask_changes(a, b, images: np.ndarray, precision: Precision) -> float:
     return changed / total
 
 
-def train_general(out: Path, *, base: str = "cpu", train: int = 8, val: int = 2, test: int = 4, epochs: int = 10,
+def train_general(out: Path, *, base: str = "cpu", train: int = 6, val: int = 2, test: int = 3, epochs: int = 10,
                   steps: int = 16, seed: int = 0, data_root: Path = DEFAULT_ROOT, workers: int = 1,
                   progress=print) -> Path:
     """Simulate, train, score and save the general model as folder ``out``."""
