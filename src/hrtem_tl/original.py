@@ -374,6 +374,15 @@ def _finish_evaluations(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[*results.SCHEMA["evaluations"], *EVAL_EXTRAS]].astype(EVAL_EXTRAS)
 
 
+def _schedule(lr0: np.ndarray, rate: np.ndarray, epochs: int) -> np.ndarray:
+    """Learning rate per run (rows) and epoch: ``lr0 * rate ** (epoch - 1)``, built by
+    repeated multiplication so that every CPU gets the same bits (numpy's vectorised
+    ``**`` rounds differently with AVX2 and AVX-512, and the import must be byte-stable)."""
+    factors = np.ones((len(lr0), epochs))
+    factors[:, 1:] = rate[:, None]
+    return lr0[:, None] * np.cumprod(factors, axis=1)
+
+
 def _empty_histories() -> pd.DataFrame:
     return results.validate(pd.DataFrame({c: [] for c in results.SCHEMA["histories"]}), "histories")
 
@@ -430,7 +439,7 @@ def convert_noise(frame: pd.DataFrame, sha: str) -> dict[str, pd.DataFrame]:
             "epoch": np.tile(np.arange(1, epochs + 1), n),
             "train_loss": _losses(series, st["train"][order]).reshape(-1),
             "val_loss": _losses(series, st["own"][order]).reshape(-1), "val_dice": np.nan,
-            "lr": (lr0[:, None] * rate[:, None] ** np.arange(epochs)[None, :]).reshape(-1),
+            "lr": _schedule(lr0, rate, epochs).reshape(-1),
             "_run": np.repeat(np.arange(n), epochs), "_stage": stage_order,
         }))
     histories = (pd.concat(history_parts, ignore_index=True).sort_values(["_run", "_stage", "epoch"], kind="stable")
