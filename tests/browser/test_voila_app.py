@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from urllib.parse import urlparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,12 @@ from test_explorers_static import ARTIFACTS, CHROMIUM
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh)")]
+
+
+@dataclass
+class Voila:
+    url: str
+    log: Path
 
 
 def _free_port() -> int:
@@ -43,7 +50,8 @@ def voila(tmp_path_factory):
            "HRTEM_TL_MODELS": str(results.parent / "models")}  # first on the search path: the default model
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", str(REPO / "widgets" / "app.ipynb"), "--template=offline", "--no-browser", f"--port={port}",
-         "--Voila.ip=127.0.0.1", f"--ServerApp.root_dir={REPO / 'widgets'}"],
+         "--Voila.ip=127.0.0.1", f"--ServerApp.root_dir={REPO / 'widgets'}",
+         f"--Voila.config_file_paths={REPO / 'widgets'}"],  # as scripts/serve-voila.sh
         env=env, stdout=log, stderr=subprocess.STDOUT)  # a file: a full pipe would block Voila
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
@@ -55,7 +63,7 @@ def voila(tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail((results.parent / "voila.log").read_text())
             time.sleep(0.5)
-    yield url
+    yield Voila(url, results.parent / "voila.log")
     proc.terminate()
     proc.wait(timeout=20)
     log.close()
@@ -67,16 +75,25 @@ def _launch(p):
         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"])
 
 
-def _open(page, url: str, selector: str) -> None:
-    """Load the app and wait for ``selector``."""
+def _open(page, voila: Voila, selector: str) -> None:
+    """Load the app and wait for ``selector``; a failure shows the page's errors and Voila's log."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.goto(url, timeout=120_000, wait_until="commit")  # Voila streams cells as they run
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.goto(voila.url, timeout=120_000, wait_until="commit")  # Voila streams cells as they run
     try:
         page.wait_for_selector(selector, timeout=150_000)
     except PlaywrightTimeout:  # a kernel that never came up: one fresh page (and kernel) more
         page.reload(wait_until="commit")
-        page.wait_for_selector(selector, timeout=150_000)
+        try:
+            page.wait_for_selector(selector, timeout=150_000)
+        except PlaywrightTimeout:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "voila-timeout.png"), full_page=True)
+            pytest.fail(f"{selector} did not appear; page errors:\n" + "\n".join(errors[-20:])
+                        + "\nVoila log (end):\n" + voila.log.read_text()[-4000:])
 
 
 def _outside(requests: list[str]) -> list[str]:
