@@ -2,6 +2,11 @@
 # Build the static, offline MyST site.
 #
 #   scripts/build-site.sh [PROJECT_DIR]
+#   SITE_ENGINE=jupyter-book scripts/build-site.sh [PROJECT_DIR]
+#
+# The engine is mystmd's `myst build --html` (default) or Jupyter Book 2's
+# `jupyter book build --html` (SITE_ENGINE=jupyter-book); both run the same
+# template and give the same pages (tests/browser/test_site_engines.py).
 #
 # PROJECT_DIR (default: the repository root) holds the myst.yml whose
 # `site: template:` points at site/template. The site lands in
@@ -22,7 +27,12 @@ SITE="$ROOT/site"
 if [[ -x "$ROOT/.venv/bin/myst" ]]; then
   export PATH="$ROOT/.venv/bin:$PATH"
 fi
-command -v myst >/dev/null || { echo "error: mystmd not found (pip install -e '.[site]')" >&2; exit 1; }
+case "${SITE_ENGINE:-mystmd}" in
+  mystmd) BUILD=(myst build --html) ;;
+  jupyter-book) BUILD=(jupyter-book build --html) ;;
+  *) echo "error: SITE_ENGINE must be mystmd or jupyter-book, not '${SITE_ENGINE}'" >&2; exit 2 ;;
+esac
+command -v "${BUILD[0]}" >/dev/null || { echo "error: ${BUILD[0]} not found (pip install -e '.[site]')" >&2; exit 1; }
 command -v node >/dev/null || { echo "error: node not found" >&2; exit 1; }
 
 start=$(date +%s.%N)
@@ -55,7 +65,8 @@ OUT="$PROJECT/_build/html"
 # Start clean: mystmd keeps every earlier version of a page's source (hashed names)
 # in _build/site/public, and the renderer would offer each of them for download.
 rm -rf "$PROJECT/_build/site" "$OUT"
-SITE_PROJECT="$PROJECT" env -u HOST myst build --html
+echo "Building with ${BUILD[*]} ($("${BUILD[0]}" --version))"
+SITE_PROJECT="$PROJECT" env -u HOST "${BUILD[@]}"
 
 if [[ ! -f "$OUT/index.html" || ! -f "$OUT/.render.log" ]]; then
   echo "error: the site renderer did not finish (no $OUT/index.html)" >&2
