@@ -17,6 +17,8 @@
 # only when site/node_modules is missing or stale), KaTeX and plotly.js are
 # copied from local packages, and nothing is fetched at build time.
 # Notebooks are NOT executed: their committed outputs are rendered.
+# The whole paper is also printed to _build/html/paper.pdf (scripts/site_pdf.py, Chromium),
+# linked from every page; SITE_PDF= (empty) builds without it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +67,7 @@ OUT="$PROJECT/_build/html"
 # Start clean: mystmd keeps every earlier version of a page's source (hashed names)
 # in _build/site/public, and the renderer would offer each of them for download.
 rm -rf "$PROJECT/_build/site" "$OUT"
+export SITE_PDF="${SITE_PDF-paper.pdf}"  # the renderer links it from every page
 echo "Building with ${BUILD[*]} ($("${BUILD[0]}" --version))"
 SITE_PROJECT="$PROJECT" env -u HOST "${BUILD[@]}"
 
@@ -80,6 +83,11 @@ done
 # 4. The result tables the pages are computed from, for readers to take (parquet + schema).
 if [[ -d "$PROJECT/data/results" ]]; then
   (cd "$PROJECT" && find data/results -type f \( -name '*.parquet' -o -name '*.md' \) -exec cp --parents {} "$OUT/" \;)
+fi
+
+# 5. The whole paper as one PDF, printed from the built pages.
+if [[ -n "$SITE_PDF" ]]; then
+  python "$ROOT/scripts/site_pdf.py" "$OUT" --out "$SITE_PDF"
 fi
 
 end=$(date +%s.%N)

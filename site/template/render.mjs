@@ -195,6 +195,9 @@ async function main() {
     title: config.title ?? project.title ?? 'Site',
     cite: fs.existsSync(citeFile) ? fs.readFileSync(citeFile, 'utf8').trim() : null,
     data: fs.existsSync(path.join(projectDir, 'data', 'results', 'SCHEMA.md')),
+    // the whole paper as one PDF, printed after this render by scripts/site_pdf.py
+    // (SITE_PDF names the file; scripts/build-site.sh sets it)
+    pdf: process.env.SITE_PDF || null,
   };
 
   let anyPlotly = false;
@@ -236,6 +239,9 @@ async function main() {
     log.info(`wrote ${entry.href}${plotly ? ' (plotly)' : ''}`);
   }
   copyAssets(outDir, anyPlotly);
+  // the reading order, for the PDF: the toc's pages with their titles
+  fs.writeFileSync(path.join(outDir, 'pages.json'),
+    `${JSON.stringify(linked.map((n) => ({ href: n.href, title: n.title, level: n.level })), null, 1)}\n`);
   log.info(`rendered ${linked.length + hidden.length} pages in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   fs.writeFileSync(path.join(outDir, '.render.log'), `${messages.join('\n')}\n`);
 }

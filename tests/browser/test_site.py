@@ -243,3 +243,29 @@ def test_axe_finds_no_serious_accessibility_violation(open_page, name, scheme):
         .filter(v => v.impact === 'serious' || v.impact === 'critical')
         .map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | '))""")
     assert found == [], found
+
+
+# ---------------------------------------------------------------- print
+
+
+def test_the_whole_site_prints_to_one_pdf_linked_from_every_page(built_site):
+    """scripts/site_pdf.py (run by build-site.sh): the toc's pages in order, one bookmark each,
+    their figures drawn (the explorer's axis ticks are text in the PDF), a link on every page."""
+    import json
+
+    from pypdf import PdfReader
+
+    order = json.loads((built_site / "pages.json").read_text())
+    assert [p["href"] for p in order][:2] == ["index.html", "methods.html"]
+    pdf = PdfReader(built_site / "paper.pdf")
+    marks = [(m.title, pdf.get_destination_page_number(m)) for m in pdf.outline]
+    assert [t for t, _ in marks] == [p["title"] for p in order]
+    starts = [n for _, n in marks]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts) and len(pdf.pages) >= len(order)
+    for (title, start), entry in zip(marks, order):
+        first = " ".join(pdf.pages[start].extract_text().split())
+        assert " ".join(title.split()) in first, (title, first[:200])
+        assert 'class="pdf-link" href="paper.pdf"' in (built_site / entry["href"]).read_text(), entry["href"]
+    text = " ".join(p.extract_text() for p in pdf.pages)
+    assert "dataset A" in text  # the demo explorer's Plotly title: drawn before printing
+    assert "</label>" in text  # code wraps in print instead of running off the page

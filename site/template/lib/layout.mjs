@@ -44,13 +44,14 @@ function authorsBlock(fm) {
   return `<div class="authors">${names}</div>${affList}`;
 }
 
-function metaLine(fm, downloads) {
+function metaLine(fm, downloads, pdf) {
   const bits = [];
   if (fm.date) bits.push(`<span>${esc(String(fm.date).slice(0, 10))}</span>`);
   if (fm.doi) bits.push(`<a href="https://doi.org/${esc(fm.doi)}">doi:${esc(fm.doi)}</a>`);
   const lic = fm.license?.content;
   if (lic) bits.push(lic.url ? `<a href="${esc(lic.url)}">${esc(lic.id ?? lic.name)}</a>` : `<span>${esc(lic.id ?? lic.name)}</span>`);
   for (const d of downloads) bits.push(`<a href="${esc(d.href)}" download>${esc(d.label)}</a>`);
+  if (pdf) bits.push(`<a class="pdf-link" href="${esc(pdf)}">The whole paper as PDF</a>`);
   return bits.length ? `<p class="page-meta">${bits.join('<span class="sep">·</span>')}</p>` : '';
 }
 
@@ -166,7 +167,7 @@ ${navList(o.nav, o.slug, o.outline)}
 <h1 class="page-title">${titleNumber(fm)}${esc(title)}</h1>
 ${subtitle}
 ${authorsBlock(fm)}
-${metaLine(fm, o.downloads ?? [])}
+${metaLine(fm, o.downloads ?? [], o.site.pdf)}
 ${keywords}
 </header>
 ${o.body}
