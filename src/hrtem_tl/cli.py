@@ -101,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
     _common(ex)
     ex.add_argument("--out", type=Path, default=Path("data/examples"), help="folder (default: data/examples)")
     ex.add_argument("--per-domain", type=int, default=2, help="images per domain (default: 2)")
+    ex.add_argument("--predictions", action="store_true",
+                    help="instead: predicted masks before and after transfer for the series' example pairs "
+                         "(trains what the checkpoint cache lacks)")
+    ex.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
 
     train = verbs.add_parser("train", help="pretrain (or reuse), transfer-learn and evaluate one model")
     _common(train)
@@ -199,6 +203,11 @@ def _dispatch(args) -> int:
     if args.verb == "examples":
         from .datasets import export_examples
 
+        if args.predictions:
+            from .predictions import export_predictions
+
+            print(f"predictions {export_predictions(series, args.out, data_root=args.data, checkpoints=args.checkpoints)}")
+            return 0
         print(f"examples {export_examples(series, args.out, args.data, args.per_domain)}")
         return 0
     if args.verb == "train":

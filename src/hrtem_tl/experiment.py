@@ -184,6 +184,26 @@ def _eval_rows(run_id: str, profile: str, stage: str, evaluations: dict[str, dic
             for d, m in evaluations.items()]
 
 
+def transfer_stage(series: Series, spec: RunSpec, model, *, data_root: Path, precision: Precision):
+    """Train the pretrained ``model`` in place on the target domain of ``spec``.
+
+    Returns (stage result, transfer set). Raises :class:`TrainingDiverged` (stage ``"transfer"``).
+    """
+    profile, t = series.profile, series.profile.training
+    train_set = domain_data(profile, series.name, spec.target_domain, transfer_split(series, spec), data_root,
+                            limit=spec.transfer_images or t.transfer_images)
+    try:
+        result: StageResult = train_stage(
+            model, train_set, domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root),
+            epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
+            crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, batchnorm=t.transfer_batchnorm,
+            lr_decay=t.lr_decay, precision=precision,
+        )
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"transfer {spec.run_id}: {err}", stage="transfer") from None
+    return result, train_set
+
+
 def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_ROOT,
                  checkpoints: Path = DEFAULT_CHECKPOINTS, precision: Precision | None = None) -> RunRecords:
     """Pretrain (or reuse), transfer-learn on the target domain, evaluate after each stage.
@@ -196,17 +216,7 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
     precision = precision or Precision.choose(t.mixed_precision)
     model, meta = pretrained(series, spec.pretrain_domain, spec.seed, data_root=data_root,
                              checkpoints=checkpoints, precision=precision)
-    train_set = domain_data(profile, series.name, spec.target_domain, transfer_split(series, spec), data_root,
-                            limit=spec.transfer_images or t.transfer_images)
-    try:
-        result: StageResult = train_stage(
-            model, train_set, domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root),
-            epochs=t.transfer_epochs, steps=t.transfer_steps, lr=t.lr_transfer, batch_size=t.batch_size,
-            crop=t.crop, seed=spec.seed + 1000, freeze=spec.freezing, batchnorm=t.transfer_batchnorm,
-            lr_decay=t.lr_decay, precision=precision,
-        )
-    except TrainingDiverged as err:
-        raise TrainingDiverged(f"transfer {spec.run_id}: {err}", stage="transfer") from None
+    result, train_set = transfer_stage(series, spec, model, data_root=data_root, precision=precision)
     transfer_evals = evaluate_domains(model, series, precision, data_root,
                                       series.transfer_eval_domains(spec.pretrain_domain, spec.target_domain))
     apply_freezing(model, spec.freezing)

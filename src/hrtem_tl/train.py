@@ -90,20 +90,31 @@ def _prepare(model: nn.Module, precision: Precision) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, precision: Precision, batch: int = 4) -> dict:
-    """Loss and pooled metrics of ``model`` on whole (standardised) images."""
+def _logits(model: nn.Module, images: np.ndarray, precision: Precision, batch: int):
+    """(first index, fp32 logits) of ``model`` on whole (standardised) images, ``batch`` at a time."""
     model = _prepare(model, precision)
     model.eval()
-    counts = ConfusionCounts()
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch, None])).to(precision.device)
-        y = torch.from_numpy(np.ascontiguousarray(masks[start:start + batch])).long().to(precision.device)
         with precision.autocast():
             logits = model(x.contiguous(memory_format=torch.channels_last))
-        logits = logits.float()
+        yield start, logits.float()
+
+
+def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, precision: Precision, batch: int = 4) -> dict:
+    """Loss and pooled metrics of ``model`` on whole (standardised) images."""
+    counts = ConfusionCounts()
+    for start, logits in _logits(model, images, precision, batch):
+        y = torch.from_numpy(np.ascontiguousarray(masks[start:start + len(logits)])).long().to(logits.device)
         loss = F.cross_entropy(logits, y, reduction="sum").item()
         counts.update(logits.argmax(1).cpu().numpy(), y.cpu().numpy(), loss)
     return counts.metrics()
+
+
+def predict(model: nn.Module, images: np.ndarray, precision: Precision, batch: int = 4) -> np.ndarray:
+    """Predicted masks (n, h, w) uint8 (1 = particle) of ``model`` on whole (standardised) images."""
+    return np.concatenate([logits.argmax(1).cpu().numpy().astype(np.uint8)
+                           for _, logits in _logits(model, images, precision, batch)])
 
 
 class TrainingDiverged(ValueError):
