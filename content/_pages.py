@@ -450,6 +450,79 @@ def examples_figure(quality: int = 75):
     return fig
 
 
+def prediction_files() -> dict[str, tuple[str, Path]]:
+    """For each series, the predictions file (``hrtem-tl examples SERIES --predictions``) of the largest profile."""
+    found = {}
+    for series in ("noise", "structure"):
+        for profile in M.PROFILE_ORDER:
+            path = EXAMPLES / profile / f"{series}-predictions.npz"
+            if path.exists():
+                found[series] = (profile, path)
+                break
+    return found
+
+
+def _case_title(series: str, pretrain: str, target: str) -> str:
+    if series == "noise":
+        return f"pretrained at {pretrain.removeprefix('dose')}, transferred to {target.removeprefix('dose')} e⁻/Å²"
+    return f"pretrained on {formula(pretrain)}, transferred to {formula(target)}".replace("_", " ")
+
+
+def predictions_figure(quality: int = 80):
+    """Per case (row): the first test image with its true mask and with the predicted mask,
+    switched between before and after transfer by two buttons; Dice of that image in the titles."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    files = prediction_files()
+    if not files:
+        return None
+    rows = []  # (title, image, truth, before, after, dice before, dice after, pixel size [nm], profile)
+    for series, (profile, path) in files.items():
+        with np.load(path) as d:
+            for c in range(len(d["target"])):
+                rows.append((_case_title(series, str(d["pretrain"][c]), str(d["target"][c])), d["images"][c, 0],
+                             d["masks"][c, 0], d["before"][c, 0], d["after"][c, 0], float(d["dice_before"][c, 0]),
+                             float(d["dice_after"][c, 0]), float(d["pixel_size"]) / 10, profile))
+    titles = [t for r in rows for t in (f"{r[0]}: true mask", f"predicted, before transfer (Dice {r[5]:.2f})")]
+    fig = make_subplots(rows=len(rows), cols=2, horizontal_spacing=0.02, vertical_spacing=0.06,
+                        subplot_titles=titles)
+    before, after, predicted = [], [], []
+    for i, (_, image, truth, pre, post, _, _, px, _) in enumerate(rows):
+        common = dict(dx=px, dy=px, x0=px / 2, y0=px / 2, hoverinfo="skip")
+        picture = _data_uri(image, "jpeg", quality)
+        for col, mask in ((1, truth), (2, pre)):
+            fig.add_trace(go.Image(source=picture, **common), row=i + 1, col=col)
+            fig.add_trace(go.Image(source=_data_uri(_overlay(mask), "png"), **common), row=i + 1, col=col)
+        predicted.append(len(fig.data) - 1)
+        before.append(_data_uri(_overlay(pre), "png"))
+        after.append(_data_uri(_overlay(post), "png"))
+        field = image.shape[-1] * px
+        for col in (1, 2):
+            k = 2 * i + col  # subplot number: axes x, x2, x3, ...
+            fig.update_xaxes(visible=False, range=[0, field], row=i + 1, col=col)
+            fig.update_yaxes(visible=False, range=[field, 0], scaleanchor=f"x{k if k > 1 else ''}", row=i + 1, col=col)
+    heads = [2 * i + 1 for i in range(len(rows))]  # the annotation index of each row's prediction title
+
+    def titles_for(stage: int) -> dict:
+        return {f"annotations[{a}].text": f"predicted, {('before', 'after')[stage]} transfer "
+                                          f"(Dice {rows[i][5 + stage]:.2f})" for i, a in enumerate(heads)}
+    profiles = ", ".join(sorted({f"{s}: {p}" for s, (p, _) in files.items()}))
+    fig.update_layout(
+        height=330 * len(rows), margin={"l": 10, "r": 10, "t": 70, "b": 40}, template="plotly_white",
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom",
+                      "pad": {"b": 30}, "showactive": True, "active": 0, "buttons": [
+                          {"label": "before transfer", "method": "update",
+                           "args": [{"source": before}, titles_for(0), predicted]},
+                          {"label": "after transfer", "method": "update",
+                           "args": [{"source": after}, titles_for(1), predicted]}]}],
+    )
+    fig.add_annotation(text=f"first test image of the target domain · orange: particle pixels · data profile {profiles}",
+                       x=0, y=-0.02, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                       font={"size": 11})
+    return fig
+
+
 def curves_figure(datasets: list[SeriesData]):
     """Validation loss per epoch: median and interquartile band, by stage and freezing."""
     import plotly.graph_objects as go
