@@ -47,6 +47,7 @@ STYLE = """<style>
 .hr-holds{background:#d7f0d7}.hr-mixed{background:#fff0c2}.hr-inconclusive{background:#e3e8f4}
 .hr-refuted{background:#f8d4d4}.hr-untested{background:#e6e6e6}
 .hr-context td{opacity:0.75;font-style:italic}
+.hr-data{margin:0.2em 0 1em}.hr-data summary{cursor:pointer;font-size:0.9em}
 </style>"""
 
 
@@ -144,6 +145,11 @@ def table(frame: pd.DataFrame, formats: dict | None = None, index: bool = True, 
         frame[col] = [f(v) for v in frame[col]]
     body = frame.to_html(index=index, escape=False, border=0, classes="hr-table")
     return (f"<p><em>{caption}</em></p>" if caption else "") + body
+
+
+def data_table(frame: pd.DataFrame, summary: str, **kwargs) -> str:
+    """:func:`table` behind a "data" toggle, for numbers that a figure above already shows."""
+    return f'<details class="hr-data"><summary>{html.escape(summary)}</summary>{table(frame, **kwargs)}</details>'
 
 
 def scale_sentence(data: SeriesData) -> str:
@@ -584,6 +590,55 @@ def size_figure(data: SeriesData):
                                  showlegend=False), row=1, col=col)
     fig.update_xaxes(title_text="transfer-set size (images)", type="category")
     fig.update_layout(height=400, template="plotly_white", margin={"l": 50, "r": 10, "t": 40, "b": 50})
+    return fig
+
+
+def dose_figure(frame: pd.DataFrame):
+    """Dice per dose: the pretrained model on its own dose and on all doses, the transferred
+    models on their target (mean, with the range over pretraining doses as error bars).
+
+    ``frame`` is the per-dose table of the results page (one row per dose, in dose order).
+    """
+    import plotly.graph_objects as go
+
+    x = frame["dose (e⁻/Å²)"]
+    mean, spread = frame["transferred here: mean Dice"], frame["transferred here: range over sources"]
+    fig = go.Figure([
+        go.Scatter(x=x, y=frame["pretrained here: Dice on own dose"], name="pretrained here, on its own dose",
+                   mode="lines+markers", marker={"symbol": "circle"}),
+        go.Scatter(x=x, y=frame["pretrained here: mean Dice over all doses"], name="pretrained here, mean over all doses",
+                   mode="lines+markers", marker={"symbol": "square"}, line={"dash": "dot"}),
+        go.Scatter(x=x, y=mean, name="transferred here, mean over pretraining doses (bars: range)",
+                   mode="lines+markers", marker={"symbol": "diamond"},
+                   error_y={"type": "data", "symmetric": False, "array": (frame["transferred here: max"] - mean),
+                            "arrayminus": (mean - frame["transferred here: min"])} if spread.notna().any() else None),
+    ])
+    fig.update_xaxes(title_text="dose (e⁻/Å²)", type="category")
+    fig.update_yaxes(title_text="Dice (test images)")
+    fig.update_layout(height=380, template="plotly_white", margin={"l": 60, "r": 10, "t": 20, "b": 50},
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
+    return fig
+
+
+def size_cost_figure(sizes: pd.DataFrame):
+    """Dumbbells per lattice: Dice lost by a model of the other particle size, after pretraining
+    and after transfer learning to the right size (0: as good as the model of the right size)."""
+    import plotly.graph_objects as go
+
+    y = [formula(v) for v in sizes["lattice"]]
+    before, after = sizes["cost of the other size, after pretraining"], sizes["after TL"]
+    fig = go.Figure()
+    for yi, b, a in zip(y, before, after):
+        fig.add_trace(go.Scatter(x=[b, a], y=[yi, yi], mode="lines", line={"color": "#999", "width": 2},
+                                 hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=before, y=y, mode="markers", name="after pretraining", marker={"size": 10}))
+    fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="after transfer to the right size",
+                             marker={"size": 10, "symbol": "diamond"}))
+    fig.add_vline(x=0, line={"color": "#666", "width": 1})
+    fig.update_xaxes(title_text="Dice lost against the model of the right size")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=80 + 34 * len(y), template="plotly_white", margin={"l": 70, "r": 10, "t": 20, "b": 50},
+                      legend={"orientation": "h", "y": -0.3, "x": 0})
     return fig
 
 
