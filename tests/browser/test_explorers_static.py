@@ -190,3 +190,28 @@ def test_no_text_overlaps_at_phone_and_desktop_width(site, browser, series, widt
     if width == 390:
         page.screenshot(path=str(ARTIFACTS / f"explorer-{series}-390.png"), full_page=True)
     page.close()
+
+
+def test_controls_are_labelled_and_work_from_the_keyboard(site, browser):
+    """Tab reaches every control, each has an accessible name, and keys alone change the figure."""
+    page, _ = _open(browser, f"{site['url']}/noise.html")
+    root = "#noise-explorer"
+    controls = page.locator(f"{root} [data-control]")
+    names = controls.evaluate_all("""els => els.map(e => e.getAttribute('aria-label')
+        || [...(e.labels || [])].map(l => l.textContent.trim()).join(' ') || '')""")
+    assert len(names) >= 5 and all(names), names
+    reached = []
+    for _ in range(3 * len(names)):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("() => document.activeElement.getAttribute('data-control')"))
+    want = controls.evaluate_all("els => els.filter(e => !e.disabled).map(e => e.getAttribute('data-control'))")
+    assert set(want) <= set(reached), (want, reached)
+    page.focus(f"{root} [data-control=freezing-none]")
+    page.keyboard.press("Space")  # untick "none"
+    page.focus(f"{root} [data-control=metric]")
+    page.keyboard.press("ArrowDown")  # loss -> the next metric
+    metric = page.eval_on_selector(f"{root} [data-control=metric]", "e => e.value")
+    assert metric != "loss"
+    exp = _expected(site["results"], "noise", ("encoder", "decoder"), metric, "median")
+    np.testing.assert_allclose(np.array(_z(page, "noise", 1), float), exp["transfer"], rtol=1e-4)
+    page.close()
