@@ -384,6 +384,12 @@ def test_a_sweep_refuses_stale_stored_runs_before_simulating(local_study, tiny_s
         run_study(edited, **(kwargs | {"results_root": results, "data_root": tmp_path / "no-data"}))
     assert not (tmp_path / "no-data").exists()  # refused before any simulation
     assert {t: R.table_path(results, "defocus", t).read_bytes() for t in R.TABLES} == before  # nothing lost
+    # the projection says so too (scripts/run-cpu-studies.sh then re-runs the series in data/results-next)
+    from hrtem_tl.study import projection
+
+    stale = projection(edited, results)
+    assert stale["pending"] == stale["runs"] and "other settings" in stale["stale"]
+    assert projection(tiny_series, results)["stale"] is None
 
 
 def _planned(profile, series: str) -> set[str] | None:

@@ -231,6 +231,8 @@ def _dispatch(args) -> int:
         hours = "unknown" if p["hours"] is None else f"{p['hours']:.1f} h"
         print(f"{p['series']} ({p['profile']}): {p['pending']} of {p['runs']} runs to do ({p['controls']} controls), "
               f"{p['pretrained']} pretrained models; projected {hours} with {args.workers} worker(s) ({p['basis']})")
+        if p["stale"]:
+            print(f"stale: {p['stale']}")
         return 0
     if args.verb == "study":
         from .study import run_study

@@ -26,7 +26,7 @@ from .config import Profile
 from .datasets import DEFAULT_ROOT, simulate_series
 from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, run_config_hash, run_transfer
 from .results import (DEFAULT_RESULTS, FAILURES, append_records, check_store, failed_runs, finished_runs,
-                      table_path)
+                      StaleResultsError, table_path)
 from .series import FREEZING, Series
 from .train import Precision, TrainingDiverged
 from .writers import WriterLock, check_writable, remove_dead_temps
@@ -75,7 +75,7 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     """What a sweep of ``series`` still has to do, and how long that should take.
 
     Counts: ``runs`` (planned), ``pending``, ``pretrained`` (models those need),
-    ``controls``. Time [h]: pending pretrainings and transfers times the median stage
+    ``controls``; ``stale``: why the stored runs cannot be resumed (other settings), or None. Time [h]: pending pretrainings and transfers times the median stage
     wall times of stored runs of the same profile, crop and protocol in any series of
     ``results_root`` (measured with one thread per worker, as a sweep runs), divided by
     ``workers``; ``None`` without such runs. ``basis`` says which runs the rates come from.
@@ -86,14 +86,16 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     profile = series.profile
     specs = plan(series, freezing)
     precision = Precision.choose(profile.training.mixed_precision)
+    stale = None
     try:
         done = finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
-    except ValueError:
-        done = set()  # stale runs do not count; the sweep itself will say so
+    except StaleResultsError as err:
+        done, stale = set(), str(err)  # stale runs do not count; the sweep itself stops on them
     pending = [s for s in specs if s.run_id not in done]
     models = {s.pretrain_id for s in pending}
     out = {"series": series.name, "profile": profile.name, "runs": len(specs), "pending": len(pending),
            "pretrained": len(models), "controls": sum(s.kind == "control" for s in pending), "hours": None,
+           "stale": stale,
            "basis": "no stored runs of this profile, crop and protocol to take rates from"}
     reference = []
     for path in sorted(Path(results_root).glob("*/runs.parquet")):
