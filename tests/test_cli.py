@@ -105,4 +105,4 @@ def test_console_script_exit_code(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["hrtem-tl: error: unknown series 'bogus'; known series: "
-                                                "noise, structure, defocus, tlsize"]
+                                                "noise, structure, defocus, tlsize, baseline"]

@@ -409,12 +409,14 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
     from hrtem_tl.config import GRID_FIELDS, load_profile
 
     cpu = load_profile("cpu")
-    every = ("noise", "structure", "defocus", "tlsize")
+    every = ("noise", "structure", "defocus", "tlsize", "baseline")
     for section in ("simulation", "data", "training", "study"):
         settings = getattr(cpu, section)
         for f in fields(settings):
             value = getattr(settings, f.name)
-            if isinstance(value, bool):
+            if f.name == "baseline_pairs":
+                new = value + (("df0", "df5"),)  # one more mixture pair
+            elif isinstance(value, bool):
                 new = not value
             elif isinstance(value, (int, float)):
                 new = value + 1
@@ -436,8 +438,8 @@ def test_config_hash_changes_with_every_run_setting_and_no_grid_setting():
             assert (f.name in GRID_FIELDS) == (chooses and not f.name.endswith("_domains")), f.name
             if f.name in GRID_FIELDS:
                 assert moved == set(), f.name
-            elif section == "study":
-                assert moved == {f.name.split("_")[0]}, f.name
+            elif section == "study":  # the baseline series is imaged at the defocus domains
+                assert moved == {f.name.split("_")[0]} | ({"baseline"} if f.name == "defocus_domains" else set()), f.name
             else:
                 assert moved == set(every), (section, f.name)
 
@@ -469,3 +471,43 @@ def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_stud
     assert every["hours"] > 0 and "stored runs (defocus)" in every["basis"]
     empty = projection(tiny_series, tmp_path / "none")
     assert empty["pending"] == 8 and empty["hours"] is None
+
+
+def test_the_baseline_series_trains_one_mixture_model_per_run(tiny_data, tiny_profile, tmp_path, monkeypatch):
+    """A baseline run: one stage on the major domain's training images with some replaced by
+    minor-domain images of the transfer split, evaluated on every domain; the baseline
+    explorer reads it beside the original's."""
+    import shutil
+    from dataclasses import replace
+
+    from hrtem_tl import experiment as E
+    from hrtem_tl.defocus_views import baseline_rows
+
+    shutil.copytree(tiny_data, tmp_path / "datasets")
+    profile = replace(tiny_profile, study=replace(tiny_profile.study, baseline_pairs=(("df-5", "df0"),),
+                                                  baseline_minor=(1,)))
+    series = Series("baseline", profile)
+    assert [s.run_id for s in plan(series)] == ["baseline|df-5>df0|none|s0|n1"]
+    seen = []
+    real = E.train_stage
+    monkeypatch.setattr(E, "train_stage", lambda model, train, val, **kw: seen.append(train) or real(model, train, val, **kw))
+    summary = run_study(series, results_root=tmp_path / "results", data_root=tmp_path / "datasets",
+                        checkpoints=tmp_path / "ckpt", progress=False)
+    assert summary["new"] == 1 and summary["failed"] == 0
+    (images, _), = seen
+    major, _ = E.domain_data(profile, "baseline", "df-5", "train", tmp_path / "datasets")
+    minor, _ = E.domain_data(profile, "baseline", "df0", "transfer", tmp_path / "datasets", limit=1)
+    np.testing.assert_array_equal(images, np.concatenate([major[:1], minor]))
+    tables = R.read_results(tmp_path / "results", "baseline")
+    run = tables["runs"].iloc[0]
+    assert (run["kind"], run["major_images"], run["minor_images"], run["pretrain_images"]) == ("baseline", 1, 1, 2)
+    assert set(tables["evaluations"]["eval_domain"]) == {"df-5", "df0"}
+    assert set(tables["evaluations"]["stage"]) == {"pretrain"}
+    assert not list((tmp_path / "ckpt").rglob("*.safetensors"))  # no pretrained model is involved
+    rows = baseline_rows({"tiny": tables}, {})["tiny"]
+    assert rows["approach"].tolist() == ["mixture"] and rows["images"].tolist() == [1]
+    assert rows["pair"].tolist() == ["-5 → 0"]
+    with pytest.raises(ValueError, match="not a mixture pair"):
+        E.check_spec(series, E.RunSpec("baseline", "df0", "df-5", "none", 0, 1))
+    with pytest.raises(ValueError, match="fewer minor-domain images"):
+        E.check_spec(series, E.RunSpec("baseline", "df-5", "df0", "none", 0, 2))

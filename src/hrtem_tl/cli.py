@@ -211,13 +211,18 @@ def _dispatch(args) -> int:
         print(f"examples {export_examples(series, args.out, args.data, args.per_domain)}")
         return 0
     if args.verb == "train":
-        from .experiment import RunSpec, check_spec, run_transfer
+        from .experiment import RunSpec, check_spec, run_baseline, run_transfer
         from .train import Precision
 
-        spec = RunSpec(series.name, args.pretrain, args.target, args.freeze, args.seed, args.transfer_images)
+        minor = args.transfer_images or (series.transfer_sizes[0] if series.name == "baseline" else None)
+        spec = RunSpec(series.name, args.pretrain, args.target, args.freeze, args.seed, minor)
         check_spec(series, spec)
         precision = Precision.choose(not args.no_mixed_precision)
-        rec = run_transfer(series.profile, spec, data_root=args.data, checkpoints=args.checkpoints, precision=precision)
+        if spec.kind == "baseline":  # --pretrain: the major domain, --target: the minor one
+            rec = run_baseline(series.profile, spec, data_root=args.data, precision=precision)
+        else:
+            rec = run_transfer(series.profile, spec, data_root=args.data, checkpoints=args.checkpoints,
+                               precision=precision)
         if args.json:
             print(json.dumps({"run": rec.run, "evaluations": rec.evaluations}, indent=1))
             return 0

@@ -100,8 +100,21 @@ class StudySettings:
     defocus_domains: tuple[str, ...] | None = None
     tlsize_sizes: tuple[int, ...] | None = None  # transfer-set sizes [images] of the tlsize series
     tlsize_seeds: tuple[int, ...] | None = None
+    # the mixture baseline: single-stage models on a mixture of a major and a minor
+    # defocus domain (pairs of domain names), with these numbers of minor-domain images
+    baseline_pairs: tuple[tuple[str, str], ...] | None = None
+    baseline_minor: tuple[int, ...] | None = None
+    baseline_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        if self.baseline_pairs is not None:
+            object.__setattr__(self, "baseline_pairs", tuple(tuple(p) for p in self.baseline_pairs))
+            if not self.baseline_pairs or any(len(p) != 2 or p[0] == p[1] for p in self.baseline_pairs):
+                raise ValueError(f"baseline_pairs must be pairs of two different defocus domains, "
+                                 f"got {[list(p) for p in self.baseline_pairs]!r}")
+        if self.baseline_minor is not None and (not self.baseline_minor or any(
+                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.baseline_minor)):
+            raise ValueError(f"baseline_minor must be positive whole numbers of images, got {list(self.baseline_minor)!r}")
         if self.tlsize_sizes is not None and (not self.tlsize_sizes or any(
                 not isinstance(n, int) or n < 1 for n in self.tlsize_sizes)):
             raise ValueError(f"tlsize_sizes must be positive whole numbers of images, got {list(self.tlsize_sizes)!r}")
@@ -113,8 +126,10 @@ class StudySettings:
             _check_count(name, getattr(self, name), allow_none=True)
 
     def for_series(self, series: str) -> dict:
-        """The settings that apply to ``series`` (those named ``<series>_...``)."""
-        return {k: v for k, v in asdict(self).items() if k.startswith(f"{series}_")}
+        """The settings that apply to ``series`` (those named ``<series>_...``; the baseline
+        series, imaged at the defocus domains, also ``defocus_domains``)."""
+        return {k: v for k, v in asdict(self).items()
+                if k.startswith(f"{series}_") or (series == "baseline" and k == "defocus_domains")}
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,8 @@ class Profile:
 
 
 #: Settings that choose which runs a sweep makes, not what any run computes.
-GRID_FIELDS = ("seeds", "structure_seeds", "tlsize_seeds", "tlsize_sizes", "structure_pairs")
+GRID_FIELDS = ("seeds", "structure_seeds", "tlsize_seeds", "tlsize_sizes", "structure_pairs", "baseline_pairs",
+               "baseline_minor", "baseline_seeds")
 
 
 def _check_count(name: str, value, *, allow_none: bool = False, minimum: int = 1) -> None:

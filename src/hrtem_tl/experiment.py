@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -57,11 +58,15 @@ class RunSpec:
 
     @property
     def pretrain_id(self) -> str:
-        return pretrain_id(self.series, self.pretrain_domain, self.seed)
+        """The pretrained model the run starts from; a baseline run trains its own model."""
+        return self.run_id if self.kind == "baseline" else pretrain_id(self.series, self.pretrain_domain, self.seed)
 
     @property
     def kind(self) -> str:
-        """``"control"`` when the target is the pretraining domain, else ``"transfer"``."""
+        """``"baseline"`` in the baseline series (one stage on a mixture of two domains),
+        ``"control"`` when the target is the pretraining domain, else ``"transfer"``."""
+        if self.series == "baseline":
+            return "baseline"
         return "control" if self.pretrain_domain == self.target_domain else "transfer"
 
 
@@ -126,6 +131,12 @@ def check_spec(series: Series, spec: RunSpec) -> None:
                          f"{series.name!r} has no control runs; choose another target")
     if spec.kind == "control" and spec.freezing != "none":
         raise ValueError("a control run (target = pretraining domain) trains every weight: use --freeze none")
+    if spec.kind == "baseline" and (spec.pretrain_domain, spec.target_domain) not in series.transfer_pairs():
+        raise ValueError(f"({spec.pretrain_domain}, {spec.target_domain}) is not a mixture pair of the baseline "
+                         f"series at profile {series.profile.name}: {series.transfer_pairs()}")
+    if spec.kind == "baseline" and not (spec.transfer_images or 0) < series.split_counts["train"]:
+        raise ValueError(f"a mixture needs fewer minor-domain images than the {series.split_counts['train']} training "
+                         f"images of a domain, got {spec.transfer_images}")
     available = series.split_counts[series.transfer_split]
     if spec.transfer_images is not None and not 1 <= spec.transfer_images <= available:
         raise ValueError(f"a transfer set of {spec.transfer_images} images is impossible: domain "
@@ -204,6 +215,68 @@ def transfer_stage(series: Series, spec: RunSpec, model, *, data_root: Path, pre
     return result, train_set
 
 
+def _run_row(profile: Profile, series: Series, spec: RunSpec, precision: Precision) -> dict:
+    """The columns of a ``runs`` row that every kind of run fills the same way."""
+    t, counts = profile.training, series.split_counts
+    return {
+        "run_id": spec.run_id, "pretrain_id": spec.pretrain_id, "series": spec.series, "profile": profile.name,
+        "kind": spec.kind, "protocol": PROTOCOL,
+        "pretrain_domain": spec.pretrain_domain, "target_domain": spec.target_domain,
+        "freezing": spec.freezing, "seed": spec.seed, "transfer_batchnorm": t.transfer_batchnorm,
+        "lr_pretrain": t.lr_pretrain, "lr_transfer": t.lr_transfer,
+        "pretrain_images": counts["train"], "val_images": counts["val"], "test_images": counts["test"],
+        "pretrain_epochs": t.pretrain_epochs, "transfer_epochs": t.transfer_epochs,
+        "pretrain_steps": t.pretrain_steps, "transfer_steps": t.transfer_steps,
+        "batch_size": t.batch_size, "crop": t.crop,
+        "device": precision.device, "precision": precision.name,
+        "package_version": __version__, "git_commit": git_commit(),
+        "config_hash": run_config_hash(profile, spec.series, precision), "finished_at": time.time(),
+    }
+
+
+def run_baseline(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_ROOT,
+                 precision: Precision | None = None) -> RunRecords:
+    """One mixture-baseline model: a single stage, with the pretraining settings, on the
+    major domain's training images with ``spec.transfer_images`` of them replaced by
+    minor-domain images from the transfer split (the scenes a transfer to the minor domain
+    trains on), selected on both domains' validation images, evaluated on every domain.
+
+    Recorded as ``kind = "baseline"`` with ``major_images`` and ``minor_images``; its
+    evaluations are stage ``"pretrain"`` (there is one stage), as in the original's table.
+    Raises :class:`TrainingDiverged` (stage ``"pretrain"``).
+    """
+    series = Series(spec.series, profile)
+    check_spec(series, spec)
+    t = profile.training
+    precision = precision or Precision.choose(t.mixed_precision)
+    minor = spec.transfer_images
+    major_set = domain_data(profile, series.name, spec.pretrain_domain, "train", data_root)
+    major = len(major_set[0]) - minor
+    minor_set = domain_data(profile, series.name, spec.target_domain, series.transfer_split, data_root, limit=minor)
+    train = tuple(np.concatenate([a[:major], b]) for a, b in zip(major_set, minor_set))
+    val = tuple(np.concatenate(parts) for parts in zip(
+        domain_data(profile, series.name, spec.pretrain_domain, SELECTION_SPLIT, data_root),
+        domain_data(profile, series.name, spec.target_domain, SELECTION_SPLIT, data_root)))
+    torch.manual_seed(spec.seed)
+    model = build_unet()
+    try:
+        result = train_stage(model, train, val, epochs=t.pretrain_epochs, steps=t.pretrain_steps, lr=t.lr_pretrain,
+                             batch_size=t.batch_size, crop=t.crop, seed=spec.seed, lr_decay=t.lr_decay,
+                             precision=precision)
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"baseline {spec.run_id}: {err}", stage="pretrain") from None
+    evaluations = evaluate_domains(model, series, precision, data_root)
+    run = _run_row(profile, series, spec, precision) | {
+        "lr_transfer": float("nan"), "transfer_images": 0, "transfer_epochs": 0, "transfer_steps": 0,
+        "major_images": major, "minor_images": minor,
+        "best_epoch_pretrain": result.best_epoch, "best_epoch_transfer": 0,
+        "params_total": count_parameters(model), "params_trainable": count_parameters(model, trainable_only=True),
+        "wall_pretrain_s": result.wall_time, "wall_transfer_s": 0.0,
+    }
+    return RunRecords(run=run, evaluations=_eval_rows(spec.run_id, profile.name, "pretrain", evaluations),
+                      histories=_history_rows(spec.run_id, profile.name, "pretrain", asdict(result)))
+
+
 def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_ROOT,
                  checkpoints: Path = DEFAULT_CHECKPOINTS, precision: Precision | None = None) -> RunRecords:
     """Pretrain (or reuse), transfer-learn on the target domain, evaluate after each stage.
@@ -222,24 +295,11 @@ def run_transfer(profile: Profile, spec: RunSpec, *, data_root: Path = DEFAULT_R
     apply_freezing(model, spec.freezing)
     trainable = count_parameters(model, trainable_only=True)
     apply_freezing(model, "none")
-    counts = series.split_counts
-    run = {
-        "run_id": spec.run_id, "pretrain_id": spec.pretrain_id, "series": spec.series, "profile": profile.name,
-        "kind": spec.kind, "protocol": PROTOCOL,
-        "pretrain_domain": spec.pretrain_domain, "target_domain": spec.target_domain,
-        "freezing": spec.freezing, "seed": spec.seed, "transfer_batchnorm": t.transfer_batchnorm,
-        "lr_pretrain": t.lr_pretrain, "lr_transfer": t.lr_transfer,
-        "pretrain_images": counts["train"], "transfer_images": len(train_set[0]), "val_images": counts["val"],
-        "test_images": counts["test"],
-        "pretrain_epochs": t.pretrain_epochs, "transfer_epochs": t.transfer_epochs,
-        "pretrain_steps": t.pretrain_steps, "transfer_steps": t.transfer_steps,
-        "batch_size": t.batch_size, "crop": t.crop,
+    run = _run_row(profile, series, spec, precision) | {
+        "transfer_images": len(train_set[0]),
         "best_epoch_pretrain": meta["stage"]["best_epoch"], "best_epoch_transfer": result.best_epoch,
         "params_total": count_parameters(model), "params_trainable": trainable,
         "wall_pretrain_s": meta["stage"]["wall_time"], "wall_transfer_s": result.wall_time,
-        "device": precision.device, "precision": precision.name,
-        "package_version": __version__, "git_commit": git_commit(),
-        "config_hash": run_config_hash(profile, spec.series, precision), "finished_at": time.time(),
     }
     rid, name = spec.run_id, profile.name
     evaluations = _eval_rows(rid, name, "pretrain", meta["evaluations"]) + _eval_rows(rid, name, "transfer", transfer_evals)

@@ -76,7 +76,9 @@ def _structure_domains() -> list[Domain]:
 
 
 SERIES_DOMAINS = {"noise": _noise_domains, "structure": _structure_domains, "defocus": _defocus_domains,
-                  "tlsize": _noise_domains}
+                  "tlsize": _noise_domains, "baseline": _defocus_domains}
+#: the mixture baseline's (major, minor) pair where a profile names none (the original's pair)
+BASELINE_PAIRS = (("df-10", "df5"),)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Series:
     def __post_init__(self):
         if self.name not in SERIES_DOMAINS:
             raise ValueError(f"unknown series {self.name!r}; known series: {', '.join(SERIES_DOMAINS)}")
-        key = f"{self.name}_domains"
+        key = f"{'defocus' if self.name == 'baseline' else self.name}_domains"
         keep = getattr(self.profile.study, key, None)
         if keep is not None:
             known = [d.name for d in SERIES_DOMAINS[self.name]()]
@@ -104,6 +106,7 @@ class Series:
         keep = {
             "structure": self.profile.study.structure_domains,
             "defocus": self.profile.study.defocus_domains,
+            "baseline": self.profile.study.defocus_domains,
         }.get(self.name)
         return [d for d in every if keep is None or d.name in keep]
 
@@ -153,7 +156,8 @@ class Series:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        chosen = {"structure": self.profile.study.structure_seeds, "tlsize": self.profile.study.tlsize_seeds}
+        chosen = {"structure": self.profile.study.structure_seeds, "tlsize": self.profile.study.tlsize_seeds,
+                  "baseline": self.profile.study.baseline_seeds}
         return chosen.get(self.name) or self.profile.training.seeds
 
     @property
@@ -162,18 +166,23 @@ class Series:
         (``training.transfer_images``), left out of run ids."""
         if self.name == "tlsize":
             return self.profile.study.tlsize_sizes or (self.profile.training.transfer_images,)
+        if self.name == "baseline":  # minor-domain images of each mixture
+            return self.profile.study.baseline_minor or (self.profile.training.transfer_images,)
         return (None,)
 
     @property
     def freezing_modes(self) -> tuple[str, ...]:
-        """Weight-freezing modes of the grid (the tlsize series fine-tunes every weight)."""
-        return ("none",) if self.name == "tlsize" else FREEZING
+        """Weight-freezing modes of the grid (the tlsize series fine-tunes every weight; a
+        baseline model is trained in one stage)."""
+        return ("none",) if self.name in ("tlsize", "baseline") else FREEZING
 
     @property
     def pretrain_domains(self) -> list[str]:
         names = [d.name for d in self.domains]
         if self.name == "defocus":
             return [n for n in names if int(n[2:]) in DEFOCUS_PRETRAIN]
+        if self.name == "baseline":  # the major domains of the mixtures
+            return list(dict.fromkeys(a for a, _ in self.transfer_pairs()))
         return names
 
     def early_pairs(self) -> list[tuple[str, str]]:
@@ -194,7 +203,7 @@ class Series:
         its own domain (``pretrain_domain == target_domain``) with the transfer stage's
         settings, the baseline for what transfer learning does elsewhere. The tlsize
         series, which only varies the transfer-set size, has none."""
-        return self.name != "tlsize"
+        return self.name not in ("tlsize", "baseline")
 
     def transfer_eval_domains(self, pretrain_domain: str, target_domain: str) -> list[str]:
         """Domains a transferred model is evaluated on.
@@ -216,6 +225,13 @@ class Series:
         small particles plus small-to-large and large-to-small of each lattice.
         """
         names = [d.name for d in self.domains]
+        if self.name == "baseline":  # (major, minor) domains of the mixtures
+            pairs = list(self.profile.study.baseline_pairs or BASELINE_PAIRS)
+            unknown = sorted({d for p in pairs for d in p} - set(names))
+            if unknown:
+                raise ValueError(f"profile {self.profile.name}: study.baseline_pairs names {', '.join(unknown)}, "
+                                 f"not among the defocus domains {', '.join(names)}")
+            return pairs
         pairs = [(a, b) for a, b in permutations(names, 2) if a in self.pretrain_domains]
         if self.name == "structure" and self.profile.study.structure_pairs == "reduced":
             def keep(a: str, b: str) -> bool:

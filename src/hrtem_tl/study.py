@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from .config import Profile
 from .datasets import DEFAULT_ROOT, simulate_series
-from .experiment import DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, run_config_hash, run_transfer
+from .experiment import (DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, run_baseline, run_config_hash,
+                         run_transfer)
 from .results import (DEFAULT_RESULTS, FAILURES, append_records, check_store, failed_runs, finished_runs,
                       StaleResultsError, table_path)
 from .series import FREEZING, Series
@@ -113,7 +114,8 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
         span = float(ref["finished_at"].max() - ref["finished_at"].min())
         staged = (models_ref["wall_pretrain_s"].sum() + ref["wall_transfer_s"].sum()) / workers
         overhead = max(1.0, span / staged) if len(ref) > 4 and staged > 0 else 1.0
-        out["hours"] = overhead * (len(models) * pre + len(pending) * tl) / workers / 3600
+        transfers = sum(s.kind != "baseline" for s in pending)  # a baseline run is one pretraining-length stage
+        out["hours"] = overhead * (len(models) * pre + transfers * tl) / workers / 3600
         out["basis"] = (f"median stage times of {len(ref)} stored runs ({', '.join(sorted(set(ref['folder'])))}): "
                         f"pretraining {pre:.0f} s, transfer {tl:.0f} s per worker, times {overhead:.2f} for "
                         "evaluation and loading as those runs measured it; simulation not included")
@@ -140,6 +142,14 @@ def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: s
     """Run one transfer; returns its rows keyed by table name."""
     _set_threads(threads)
     rec = run_transfer(profile, spec, data_root=Path(data_root), checkpoints=Path(checkpoints))
+    return {"runs": [rec.run], "evaluations": rec.evaluations, "histories": rec.histories}
+
+
+def baseline_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str,
+                 threads: int | None = None) -> dict:
+    """Train and evaluate one mixture-baseline model; returns its rows keyed by table name."""
+    _set_threads(threads)
+    rec = run_baseline(profile, spec, data_root=Path(data_root))
     return {"runs": [rec.run], "evaluations": rec.evaluations, "histories": rec.histories}
 
 
@@ -306,7 +316,11 @@ def run_study(
         def start_pretraining() -> None:
             group = waiting.popleft()
             first = groups[group][0]
-            running[pool.submit(pretrain_job, profile, series.name, first.pretrain_domain, first.seed, *roots)] = group
+            if first.kind == "baseline":  # one stage: the run is its own model
+                running[pool.submit(baseline_job, profile, first, *roots)] = first
+            else:
+                running[pool.submit(pretrain_job, profile, series.name, first.pretrain_domain, first.seed,
+                                    *roots)] = group
             bar.set_postfix_str(f"model {first.pretrain_domain} (seed {first.seed}), {len(waiting)} groups after it")
 
         def store(records: dict, runs: int) -> None:
@@ -343,8 +357,11 @@ def run_study(
                                 running[pool.submit(transfer_job, profile, spec, *roots)] = spec
                         if waiting:
                             start_pretraining()
-                    elif result is not None:
-                        store(result, 1)
+                    else:
+                        if result is not None:
+                            store(result, 1)
+                        if task.kind == "baseline" and waiting:
+                            start_pretraining()
         finally:
             pool.close()
     grid_failed = {s.run_id for s in specs} & failed_runs(results_root, series.name, profile.name)
