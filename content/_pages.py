@@ -363,12 +363,14 @@ def _overlay(mask: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def example_files() -> dict[str, tuple[str, Path]]:
-    """For each series, the example file of the largest-scale profile present."""
+def example_files(suffix: str = "") -> dict[str, tuple[str, Path]]:
+    """For each series, (profile, path) of ``data/examples/<profile>/<series><suffix>.npz`` for
+    the largest-scale profile present: the example images, or with ``suffix="-predictions"``
+    the predicted masks (``hrtem-tl examples SERIES --predictions``)."""
     found = {}
     for series in ("noise", "structure"):
         for profile in M.PROFILE_ORDER:
-            path = EXAMPLES / profile / f"{series}.npz"
+            path = EXAMPLES / profile / f"{series}{suffix}.npz"
             if path.exists():
                 found[series] = (profile, path)
                 break
@@ -456,18 +458,6 @@ def examples_figure(quality: int = 75):
     return fig
 
 
-def prediction_files() -> dict[str, tuple[str, Path]]:
-    """For each series, the predictions file (``hrtem-tl examples SERIES --predictions``) of the largest profile."""
-    found = {}
-    for series in ("noise", "structure"):
-        for profile in M.PROFILE_ORDER:
-            path = EXAMPLES / profile / f"{series}-predictions.npz"
-            if path.exists():
-                found[series] = (profile, path)
-                break
-    return found
-
-
 def _case_title(series: str, pretrain: str, target: str) -> str:
     if series == "noise":
         return f"pretrained at {pretrain.removeprefix('dose')}, transferred to {target.removeprefix('dose')} e⁻/Å²"
@@ -480,7 +470,7 @@ def predictions_figure(quality: int = 80):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    files = prediction_files()
+    files = example_files("-predictions")
     if not files:
         return None
     rows = []  # (title, image, truth, before, after, dice before, dice after, pixel size [nm], profile)
