@@ -511,3 +511,5 @@ def test_the_baseline_series_trains_one_mixture_model_per_run(tiny_data, tiny_pr
         E.check_spec(series, E.RunSpec("baseline", "df0", "df-5", "none", 0, 1))
     with pytest.raises(ValueError, match="fewer minor-domain images"):
         E.check_spec(series, E.RunSpec("baseline", "df-5", "df0", "none", 0, 2))
+    with pytest.raises(ValueError, match="one stage with every weight"):
+        E.check_spec(series, E.RunSpec("baseline", "df-5", "df0", "decoder", 0, 1))

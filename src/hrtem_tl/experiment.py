@@ -134,7 +134,9 @@ def check_spec(series: Series, spec: RunSpec) -> None:
     if spec.kind == "baseline" and (spec.pretrain_domain, spec.target_domain) not in series.transfer_pairs():
         raise ValueError(f"({spec.pretrain_domain}, {spec.target_domain}) is not a mixture pair of the baseline "
                          f"series at profile {series.profile.name}: {series.transfer_pairs()}")
-    if spec.kind == "baseline" and not (spec.transfer_images or 0) < series.split_counts["train"]:
+    if spec.kind == "baseline" and spec.freezing != "none":
+        raise ValueError("a baseline model is trained in one stage with every weight: use --freeze none")
+    if spec.kind == "baseline" and not 1 <= (spec.transfer_images or 0) < series.split_counts["train"]:
         raise ValueError(f"a mixture needs fewer minor-domain images than the {series.split_counts['train']} training "
                          f"images of a domain, got {spec.transfer_images}")
     available = series.split_counts[series.transfer_split]

@@ -87,9 +87,10 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     profile = series.profile
     specs = plan(series, freezing)
     precision = Precision.choose(profile.training.mixed_precision)
-    stale = None
-    try:
-        done = finished_runs(results_root, series.name, profile.name, run_config_hash(profile, series.name, precision))
+    stale, config_hash = None, run_config_hash(profile, series.name, precision)
+    try:  # failed runs are not retried by a sweep (until their rows are deleted): not pending
+        done = (finished_runs(results_root, series.name, profile.name, config_hash)
+                | failed_runs(results_root, series.name, profile.name, config_hash))
     except StaleResultsError as err:
         done, stale = set(), str(err)  # stale runs do not count; the sweep itself stops on them
     pending = [s for s in specs if s.run_id not in done]
