@@ -5,7 +5,7 @@
 #   SITE_ENGINE=jupyter-book scripts/build-site.sh [PROJECT_DIR]
 #
 # The engine is mystmd's `myst build --html` (default) or Jupyter Book 2's
-# `jupyter book build --html` (SITE_ENGINE=jupyter-book); both run the same
+# `jupyter-book build --html` (SITE_ENGINE=jupyter-book); both run the same
 # template and give the same pages (tests/browser/test_site_engines.py).
 #
 # PROJECT_DIR (default: the repository root) holds the myst.yml whose
