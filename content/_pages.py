@@ -3,7 +3,8 @@
 The notebooks run with ``content/`` as working directory. Results are read from
 ``$HRTEM_TL_RESULTS`` (default ``../data/results``), examples from
 ``$HRTEM_TL_EXAMPLES`` (default ``../data/examples``). Every number a page shows is
-computed here or in :mod:`hrtem_tl.analysis` from those files.
+computed here or in :mod:`hrtem_tl.analysis` from those files; the figures are built
+in ``_figures`` (results) and ``_pictures`` (micrographs and masks).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from hrtem_tl import analysis as A
 from hrtem_tl import measures as M
 from hrtem_tl import stats as S
 from hrtem_tl.results import ResultsError, read_results
-from hrtem_tl.series import parse_structure_domain
 
 RESULTS = Path(os.environ.get("HRTEM_TL_RESULTS", "../data/results"))
 EXAMPLES = Path(os.environ.get("HRTEM_TL_EXAMPLES", "../data/examples"))
@@ -324,10 +324,10 @@ def forest_figure(table: pd.DataFrame):
                                  text=texts, hovertemplate="%{text}<extra></extra>"))
     fig.add_vline(x=0, line={"color": "#888", "dash": "dot"})
     fig.update_yaxes(autorange="reversed", title_text="")
-    fig.update_xaxes(title_text="distance from the threshold on the claim's side (interval half-widths)",
+    fig.update_xaxes(title_text="distance from the threshold<br>(interval half-widths)",
                      zeroline=False)
-    fig.update_layout(height=max(320, 22 * len(rows) + 120), template="plotly_white",
-                      margin={"l": 150, "r": 10, "t": 30, "b": 60}, legend={"orientation": "h", "y": 1.05})
+    fig.update_layout(height=max(320, 22 * len(rows) + 130), template="plotly_white",
+                      margin={"l": 150, "r": 10, "t": 30, "b": 75}, legend={"orientation": "h", "y": 1.05})
     return fig
 
 
@@ -338,301 +338,6 @@ def table_html(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _data_uri(array: np.ndarray, kind: str, quality: int = 75) -> str:
-    import base64
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    if kind == "jpeg":
-        Image.fromarray(array, "L").save(buf, format="JPEG", quality=quality)
-    else:
-        Image.fromarray(array, "RGBA").save(buf, format="PNG", optimize=True)
-    return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _overlay(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    mask = mask.astype(bool)
-    edge = mask & ~ndimage.binary_erosion(mask, iterations=1)
-    rgba = np.zeros(mask.shape + (4,), np.uint8)
-    rgba[mask] = (255, 150, 0, 70)
-    rgba[edge] = (255, 120, 0, 255)
-    return rgba
-
-
-def example_files(suffix: str = "") -> dict[str, tuple[str, Path]]:
-    """For each series, (profile, path) of ``data/examples/<profile>/<series><suffix>.npz`` for
-    the largest-scale profile present: the example images, or with ``suffix="-predictions"``
-    the predicted masks (``hrtem-tl examples SERIES --predictions``)."""
-    found = {}
-    for series in ("noise", "structure"):
-        for profile in M.PROFILE_ORDER:
-            path = EXAMPLES / profile / f"{series}{suffix}.npz"
-            if path.exists():
-                found[series] = (profile, path)
-                break
-    return found
-
-
-def _domain_title(series: str, name: str, dose: float, defocus: float) -> tuple[str, str]:
-    """(long title, short slider label) of a domain."""
-    from hrtem_tl.series import SIZE_RADII
-
-    if series == "noise":
-        return f"noise series: {dose:g} e⁻/Å², defocus {defocus:g} nm", f"{dose:g}"
-    lattice, size = parse_structure_domain(name)
-    lo, hi = SIZE_RADII[size]
-    return (f"structure series: {formula(lattice)}, {size} particles (radius {lo / 10:g}–{hi / 10:g} nm), "
-            f"{dose:g} e⁻/Å²", f"{formula(lattice)} {size[0].upper()}")
-
-
-def examples_figure(quality: int = 75):
-    """Interactive example images: a slider over domains, a mask switch and a scale bar.
-
-    Images are embedded as JPEG (``quality``), masks as transparent PNG overlays.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    files = example_files()
-    if not files:
-        return None
-    entries = []  # (title, label, images, masks, pixel size [nm])
-    for series, (profile, path) in files.items():
-        with np.load(path) as data:
-            for d, name in enumerate(data["domains"]):
-                title, label = _domain_title(series, str(name), float(data["dose"][d]), float(data["defocus_nm"][d]))
-                entries.append((title, label, data["images"][d], data["masks"][d], float(data["pixel_size"]) / 10))
-    k = max(e[2].shape[0] for e in entries)
-    fig = make_subplots(rows=1, cols=k, horizontal_spacing=0.02,
-                        subplot_titles=[f"validation image {j + 1}" for j in range(k)])
-    masks, spans = [], []
-    for i, (title, _, images, labels, px) in enumerate(entries):
-        first = len(fig.data)
-        for j in range(images.shape[0]):
-            common = dict(dx=px, dy=px, x0=px / 2, y0=px / 2, visible=(i == 0), hoverinfo="skip")
-            fig.add_trace(go.Image(source=_data_uri(images[j], "jpeg", quality), name=title, **common),
-                          row=1, col=j + 1)
-            fig.add_trace(go.Image(source=_data_uri(_overlay(labels[j]), "png"), name="mask", opacity=1.0, **common),
-                          row=1, col=j + 1)
-            masks.append(len(fig.data) - 1)
-        spans.append((first, len(fig.data)))
-    steps = []
-    for (title, label, *_), (lo, hi) in zip(entries, spans):
-        visible = [lo <= t < hi for t in range(len(fig.data))]
-        steps.append({"label": label, "method": "update",
-                      "args": [{"visible": visible}, {"title.text": title}]})
-    n, px = entries[0][2].shape[-1], entries[0][4]
-    field = n * px
-    bar = next(b for b in (10, 5, 2, 1, 0.5, 0.2) if b <= field / 4)
-    for j in range(k):
-        ref = "" if j == 0 else str(j + 1)
-        x0, y = 0.06 * field, 0.93 * field
-        fig.add_shape(type="line", x0=x0, x1=x0 + bar, y0=y, y1=y, xref=f"x{ref}", yref=f"y{ref}",
-                      line={"color": "white", "width": 5})
-        fig.add_annotation(x=x0 + bar / 2, y=y - 0.02 * field, text=f"<b>{bar:g} nm</b>", showarrow=False,
-                           yanchor="bottom", xref=f"x{ref}", yref=f"y{ref}", font={"color": "white", "size": 13},
-                           bgcolor="rgba(0,0,0,0.45)")
-        fig.update_xaxes(visible=False, row=1, col=j + 1, range=[0, field])
-        fig.update_yaxes(visible=False, row=1, col=j + 1, range=[field, 0], scaleanchor=f"x{ref}")
-    profiles = ", ".join(sorted({f"{s}: {p}" for s, (p, _) in files.items()}))
-    fig.update_layout(
-        height=560, margin={"l": 10, "r": 40, "t": 90, "b": 110}, template="plotly_white",
-        modebar={"orientation": "v"},
-        title={"text": entries[0][0], "font": {"size": 14}, "x": 0.01, "xanchor": "left", "y": 0.97},
-        sliders=[{"steps": steps, "active": 0, "x": 0.0, "len": 1.0, "y": -0.02, "yanchor": "top",
-                  "pad": {"t": 10}, "currentvalue": {"visible": False},
-                  "font": {"size": 10}}],
-        updatemenus=[{"type": "buttons", "direction": "right", "x": 1, "xanchor": "right", "y": 1.1,
-                      "yanchor": "bottom", "showactive": True, "active": 0,
-                      "buttons": [{"label": "mask on", "method": "restyle", "args": [{"opacity": 1.0}, masks]},
-                                  {"label": "mask off", "method": "restyle", "args": [{"opacity": 0.0}, masks]}]}],
-        annotations=list(fig.layout.annotations) + [dict(
-            text=f"domain (dose in e⁻/Å², or lattice with S/L = small/large particles) · data profile {profiles} "
-                 "· orange: label mask", x=0, y=-0.2, xref="paper", yref="paper", xanchor="left",
-            yanchor="top", showarrow=False, font={"size": 11})],
-    )
-    return fig
-
-
-def _case_title(series: str, pretrain: str, target: str) -> str:
-    if series == "noise":
-        return f"pretrained at {pretrain.removeprefix('dose')}, transferred to {target.removeprefix('dose')} e⁻/Å²"
-    return f"pretrained on {formula(pretrain)}, transferred to {formula(target)}".replace("_", " ")
-
-
-def predictions_figure(quality: int = 80):
-    """Per case (row): the first test image with its true mask and with the predicted mask,
-    switched between before and after transfer by two buttons; Dice of that image in the titles."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    files = example_files("-predictions")
-    if not files:
-        return None
-    rows = []  # (title, image, truth, before, after, dice before, dice after, pixel size [nm], profile)
-    for series, (profile, path) in files.items():
-        with np.load(path) as d:
-            for c in range(len(d["target"])):
-                rows.append((_case_title(series, str(d["pretrain"][c]), str(d["target"][c])), d["images"][c, 0],
-                             d["masks"][c, 0], d["before"][c, 0], d["after"][c, 0], float(d["dice_before"][c, 0]),
-                             float(d["dice_after"][c, 0]), float(d["pixel_size"]) / 10, profile))
-    titles = [t for r in rows for t in (f"{r[0]}: true mask", f"predicted, before transfer (Dice {r[5]:.2f})")]
-    fig = make_subplots(rows=len(rows), cols=2, horizontal_spacing=0.02, vertical_spacing=0.06,
-                        subplot_titles=titles)
-    before, after, predicted = [], [], []
-    for i, (_, image, truth, pre, post, _, _, px, _) in enumerate(rows):
-        common = dict(dx=px, dy=px, x0=px / 2, y0=px / 2, hoverinfo="skip")
-        picture = _data_uri(image, "jpeg", quality)
-        for col, mask in ((1, truth), (2, pre)):
-            fig.add_trace(go.Image(source=picture, **common), row=i + 1, col=col)
-            fig.add_trace(go.Image(source=_data_uri(_overlay(mask), "png"), **common), row=i + 1, col=col)
-        predicted.append(len(fig.data) - 1)
-        before.append(_data_uri(_overlay(pre), "png"))
-        after.append(_data_uri(_overlay(post), "png"))
-        field = image.shape[-1] * px
-        for col in (1, 2):
-            k = 2 * i + col  # subplot number: axes x, x2, x3, ...
-            fig.update_xaxes(visible=False, range=[0, field], row=i + 1, col=col)
-            fig.update_yaxes(visible=False, range=[field, 0], scaleanchor=f"x{k if k > 1 else ''}", row=i + 1, col=col)
-    heads = [2 * i + 1 for i in range(len(rows))]  # the annotation index of each row's prediction title
-
-    def titles_for(stage: int) -> dict:
-        return {f"annotations[{a}].text": f"predicted, {('before', 'after')[stage]} transfer "
-                                          f"(Dice {rows[i][5 + stage]:.2f})" for i, a in enumerate(heads)}
-    profiles = ", ".join(sorted({f"{s}: {p}" for s, (p, _) in files.items()}))
-    fig.update_layout(
-        height=330 * len(rows), margin={"l": 10, "r": 10, "t": 70, "b": 40}, template="plotly_white",
-        updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom",
-                      "pad": {"b": 30}, "showactive": True, "active": 0, "buttons": [
-                          {"label": "before transfer", "method": "update",
-                           "args": [{"source": before}, titles_for(0), predicted]},
-                          {"label": "after transfer", "method": "update",
-                           "args": [{"source": after}, titles_for(1), predicted]}]}],
-    )
-    fig.add_annotation(text=f"first test image of the target domain · orange: particle pixels · data profile {profiles}",
-                       x=0, y=-0.02, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
-                       font={"size": 11})
-    return fig
-
-
-def curves_figure(datasets: list[SeriesData]):
-    """Validation loss per epoch: median and interquartile band, by stage and freezing."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    datasets = [d for d in datasets if d.ok and d.histories is not None and not d.histories.empty]
-    if not datasets:
-        return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("pretraining", "transfer learning"), horizontal_spacing=0.1)
-    colours = {"noise": "#1f77b4", "structure": "#d62728"}
-    dashes = {"none": "solid", "encoder": "dash", "decoder": "dot", "": "solid"}
-    for data in datasets:
-        h = data.histories.merge(data.runs[["run_id", "pretrain_id", "freezing"]], on="run_id")
-        pre = h[h["stage"] == "pretrain"].drop_duplicates(["pretrain_id", "epoch"]).assign(freezing="")
-        post = h[h["stage"] == "transfer"]
-        for col, frame in ((1, pre), (2, post)):
-            for mode, part in frame.groupby("freezing"):
-                q = part.groupby("epoch")["val_loss"].quantile([0.25, 0.5, 0.75]).unstack()
-                name = data.name + (f", {mode} frozen" if mode and mode != "none" else
-                                    (", full fine-tuning" if mode == "none" else ""))
-                colour = colours.get(data.name, "#555")
-                fig.add_trace(go.Scatter(x=list(q.index) + list(q.index[::-1]),
-                                         y=list(q[0.75]) + list(q[0.25][::-1]), fill="toself", opacity=0.15,
-                                         line={"width": 0, "color": colour}, hoverinfo="skip", showlegend=False),
-                              row=1, col=col)
-                fig.add_trace(go.Scatter(x=q.index, y=q[0.5], name=name, mode="lines+markers",
-                                         line={"color": colour, "dash": dashes.get(mode, "solid")}), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="validation loss (cross-entropy on logits)", row=1, col=1)
-    fig.update_layout(height=420, template="plotly_white", margin={"l": 60, "r": 10, "t": 40, "b": 50},
-                      legend={"orientation": "h", "y": -0.2})
-    return fig
-
-
-def size_cells(data: SeriesData) -> pd.DataFrame:
-    """After-TL target metrics of a series' full fine-tuning runs, with their transfer-set size."""
-    return M.size_cells(data.runs, data.evaluations)
-
-
-def size_figure(data: SeriesData):
-    """After-TL loss and Dice on the target against the transfer-set size (one box per size)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    if not data.ok:
-        return None
-    cells = size_cells(data)
-    sizes = sorted(cells["transfer_images"].unique())
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss on the target (lower is better)",
-                                                        "Dice on the target (higher is better)"),
-                        horizontal_spacing=0.12)
-    for col, metric in ((1, "loss"), (2, "dice")):
-        for n in sizes:
-            part = cells[cells["transfer_images"] == n]
-            fig.add_trace(go.Box(y=part[metric], name=str(n), boxpoints="all", jitter=0.4, pointpos=0,
-                                 marker={"size": 4, "color": "#1f77b4"}, line={"color": "#1f77b4"},
-                                 customdata=part[["pretrain_domain", "target_domain"]],
-                                 hovertemplate="%{customdata[0]} → %{customdata[1]}: %{y:.3f}<extra></extra>",
-                                 showlegend=False), row=1, col=col)
-    fig.update_xaxes(title_text="transfer-set size (images)", type="category")
-    fig.update_layout(height=400, template="plotly_white", margin={"l": 50, "r": 10, "t": 40, "b": 50})
-    return fig
-
-
-def dose_figure(frame: pd.DataFrame):
-    """Dice per dose: the pretrained model on its own dose and on all doses, the transferred
-    models on their target (mean, with the range over pretraining doses as error bars).
-
-    ``frame`` is the per-dose table of the results page (one row per dose, in dose order).
-    """
-    import plotly.graph_objects as go
-
-    x = frame["dose (e⁻/Å²)"]
-    mean, spread = frame["transferred here: mean Dice"], frame["transferred here: range over sources"]
-    fig = go.Figure([
-        go.Scatter(x=x, y=frame["pretrained here: Dice on own dose"], name="pretrained here, on its own dose",
-                   mode="lines+markers", marker={"symbol": "circle"}),
-        go.Scatter(x=x, y=frame["pretrained here: mean Dice over all doses"], name="pretrained here, mean over all doses",
-                   mode="lines+markers", marker={"symbol": "square"}, line={"dash": "dot"}),
-        go.Scatter(x=x, y=mean, name="transferred here, mean over pretraining doses (bars: range)",
-                   mode="lines+markers", marker={"symbol": "diamond"},
-                   error_y={"type": "data", "symmetric": False, "array": (frame["transferred here: max"] - mean),
-                            "arrayminus": (mean - frame["transferred here: min"])} if spread.notna().any() else None),
-    ])
-    fig.update_xaxes(title_text="dose (e⁻/Å²)", type="category")
-    fig.update_yaxes(title_text="Dice (test images)")
-    fig.update_layout(height=380, template="plotly_white", margin={"l": 60, "r": 10, "t": 20, "b": 50},
-                      legend={"orientation": "h", "y": -0.25, "x": 0})
-    return fig
-
-
-def size_cost_figure(sizes: pd.DataFrame):
-    """Dumbbells per lattice: Dice lost by a model of the other particle size, after pretraining
-    and after transfer learning to the right size (0: as good as the model of the right size)."""
-    import plotly.graph_objects as go
-
-    y = [formula(v) for v in sizes["lattice"]]
-    before, after = sizes["cost of the other size, after pretraining"], sizes["after TL"]
-    fig = go.Figure()
-    for yi, b, a in zip(y, before, after):
-        fig.add_trace(go.Scatter(x=[b, a], y=[yi, yi], mode="lines", line={"color": "#999", "width": 2},
-                                 hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(x=before, y=y, mode="markers", name="after pretraining", marker={"size": 10}))
-    fig.add_trace(go.Scatter(x=after, y=y, mode="markers", name="after transfer to the right size",
-                             marker={"size": 10, "symbol": "diamond"}))
-    fig.add_vline(x=0, line={"color": "#666", "width": 1})
-    fig.update_xaxes(title_text="Dice lost against the model of the right size")
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=80 + 34 * len(y), template="plotly_white", margin={"l": 70, "r": 10, "t": 20, "b": 50},
-                      legend={"orientation": "h", "y": -0.3, "x": 0})
-    return fig
-
-
-# --------------------------------------------------------------------------- agreement
 AGREEMENT_SERIES = {"noise": "doses", "structure": "lattices (small particles)"}
 
 

@@ -21,12 +21,19 @@ for series in "${@:-noise structure tlsize}"; do
     if [[ -d "data/results-next/$s" || "$plan" == *$'\n'"stale: "* ]]; then
       root=data/results-next
     fi
-    # Print the projection, simulate what is missing (two scenes at a time), then run the
-    # grid with two one-thread workers: a pretrained model's runs start as soon as it is
-    # trained, while the other worker trains the next model.
-    .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --results "$root" --plan >> logs/study-cpu.log 2>&1 || true
-    nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --results "$root" >> "logs/study-$s-cpu.log" 2>&1
-    plan=$(.venv/bin/hrtem-tl study "$s" --profile cpu --results "$root" --plan 2>>logs/study-cpu.log) || plan=""
+    # Print the projection (its precision is that of the stored runs when they match the
+    # settings, so a sweep begun on another machine goes on as it began), simulate what is
+    # missing (two scenes at a time), then run the grid with two one-thread workers: a
+    # pretrained model's runs start as soon as it is trained, while the other worker trains
+    # the next model. A sweep that cannot run here (bf16 runs on a CPU without native bf16)
+    # says why in the log and the next series goes on.
+    plan=$(.venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --results "$root" --plan 2>>logs/study-cpu.log) || plan=""
+    echo "$plan" >> logs/study-cpu.log
+    if [[ "$plan" != *": 0 of "* ]]; then
+      nice -n 10 .venv/bin/hrtem-tl study "$s" --profile cpu --workers 2 --results "$root" >> "logs/study-$s-cpu.log" 2>&1 \
+        || echo "$(date -Is) study $s stopped with an error (see logs/study-$s-cpu.log)" >> logs/study-cpu.log
+      plan=$(.venv/bin/hrtem-tl study "$s" --profile cpu --results "$root" --plan 2>>logs/study-cpu.log) || plan=""
+    fi
     if [[ "$root" == data/results-next && "$plan" == *": 0 of "* ]]; then
       rm -rf "data/results/$s" && mv "data/results-next/$s" "data/results/$s"
       rmdir data/results-next 2>/dev/null || true

@@ -6,7 +6,10 @@ SITE_DIR is a built site (``_build/html``, with the ``pages.json`` reading order
 template writes). Each page is opened from a local server in Debian's Chromium
 (Playwright, nothing downloaded) at A4 width in light mode, so the explorers draw
 their default view for the printed column, and printed with the site's print style
-(no navigation); pypdf joins the pages and adds one bookmark per page.
+(no navigation); pypdf joins the pages and adds one bookmark per page. Links between
+printed pages become jumps inside the PDF; links to the site's other files (data,
+downloads) become relative, so they work beside the built site instead of pointing at
+the temporary server.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CHROMIUM = Path("/usr/bin/chromium")
 A4_WIDTH_PX = 794  # 210 mm at 96 CSS px per inch
@@ -47,6 +51,7 @@ def print_site(site: Path, out: Path) -> int:
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     writer = PdfWriter()
+    starts: dict[str, int] = {}
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -61,16 +66,39 @@ def print_site(site: Path, out: Path) -> int:
                 for p in pdf.pages:
                     writer.add_page(p)
                 writer.add_outline_item(title=entry["title"], page_number=first)
+                starts[entry["href"]] = first
             browser.close()
     finally:
         server.shutdown()
         server.server_close()
+    _localise_links(writer, f"http://127.0.0.1:{server.server_address[1]}/", starts)
     writer.add_metadata({"/Title": pages[0]["title"] if pages else "site"})
     tmp = out.with_suffix(".pdf.tmp")
     with open(tmp, "wb") as f:
         writer.write(f)
     tmp.replace(out)
     return len(writer.pages)
+
+
+def _localise_links(writer, server: str, starts: dict[str, int]) -> None:
+    """Point the links Chromium printed as ``server`` URLs at the PDF's own pages (for a
+    printed page, its first PDF page) or, for any other file of the site, at a relative URI."""
+    from pypdf.generic import ArrayObject, NameObject, TextStringObject
+
+    for page in writer.pages:
+        for ref in page.get("/Annots") or []:
+            link = ref.get_object()
+            action = link.get("/A")
+            uri = action.get_object().get("/URI") if action is not None else None
+            if link.get("/Subtype") != "/Link" or not uri or not str(uri).startswith(server):
+                continue
+            path = urlsplit(str(uri)[len(server):]).path or "index.html"
+            if path in starts:
+                del link["/A"]
+                link[NameObject("/Dest")] = ArrayObject([writer.pages[starts[path]].indirect_reference,
+                                                         NameObject("/Fit")])
+            else:
+                action.get_object()[NameObject("/URI")] = TextStringObject(str(uri)[len(server):])
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ def test_predictions_match_the_run_in_the_store(tiny_series, data_copy, tmp_path
     assert _pooled_dice(got["before"][0], truth) == pytest.approx(stored["pretrain", "df0"], abs=1e-9)
     assert _pooled_dice(got["after"][0], truth) == pytest.approx(stored["transfer", "df0"], abs=1e-9)
     assert got["dice_after"].shape == (1, n_test) and list(got["target"]) == ["df0"]
+    assert str(got["config_hash"]) == rec.run["config_hash"] and str(got["precision"]) == rec.run["precision"]
 
 
 def test_predictions_refuse_an_unknown_pair_or_series(tiny_series, tmp_path):

@@ -392,6 +392,42 @@ def test_a_sweep_refuses_stale_stored_runs_before_simulating(local_study, tiny_s
     assert projection(tiny_series, results)["stale"] is None
 
 
+def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_series, tmp_path, monkeypatch):
+    """auto: stored runs that match the settings at their precision keep it (a sweep begun on a
+    bf16 machine is not silently continued in fp32, nor the reverse); stale ones do not; bf16 on
+    a CPU that would emulate it is refused before any simulation, and nothing stored is touched."""
+    import shutil
+
+    from hrtem_tl import study as St
+
+    _, kwargs = local_study
+    results = tmp_path / "results"
+    shutil.copytree(kwargs["results_root"], results)
+    assert St.sweep_precision(tiny_series, tmp_path / "none").name == Precision.choose().name
+    assert St.sweep_precision(tiny_series, results, "fp32").name == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        St.sweep_precision(tiny_series, results, "fp8")
+    stored = St.sweep_precision(tiny_series, results).name
+    other = {"fp32": "bf16", "bf16": "fp32"}[stored]
+    assert stored == R.read_table(results, "defocus", "runs")["precision"].iloc[0]
+    runs = R.read_table(results, "defocus", "runs")
+    runs["precision"] = other
+    runs["config_hash"] = E.run_config_hash(tiny_series.profile, "defocus", Precision.named(other))
+    runs.to_parquet(R.table_path(results, "defocus", "runs"))
+    assert St.sweep_precision(tiny_series, results).name == other  # the stored runs' precision, not the machine's
+    assert St.projection(tiny_series, results)["precision"] == other
+    runs["config_hash"] = "0123456789abcdef"  # runs of other settings: the machine's best
+    runs["precision"] = "bf16"
+    runs.to_parquet(R.table_path(results, "defocus", "runs"))
+    assert St.sweep_precision(tiny_series, results).name == Precision.choose().name
+    monkeypatch.setattr(St, "bf16_supported", lambda: False)
+    before = R.table_path(results, "defocus", "runs").read_bytes()
+    with pytest.raises(ValueError, match="no native bf16"):
+        run_study(tiny_series, **(kwargs | {"results_root": results, "data_root": tmp_path / "no-data",
+                                            "precision": "bf16"}))
+    assert not (tmp_path / "no-data").exists() and R.table_path(results, "defocus", "runs").read_bytes() == before
+
+
 def _planned(profile, series: str) -> set[str] | None:
     from hrtem_tl.series import Series
     from hrtem_tl.study import plan
@@ -468,7 +504,7 @@ def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_stud
     assert done["runs"] == 6 and done["pending"] == 0 and done["hours"] == pytest.approx(0)
     every = projection(tiny_series, kwargs["results_root"], workers=2)  # the decoder runs are still to do
     assert every["pending"] == 2 and every["pretrained"] == 2 and every["controls"] == 0
-    assert every["hours"] > 0 and "stored runs (defocus)" in every["basis"]
+    assert every["hours"] > 0 and "stored runs (defocus)" in every["basis"].replace(f"{every['precision']} ", "")
     empty = projection(tiny_series, tmp_path / "none")
     assert empty["pending"] == 8 and empty["hours"] is None
 

@@ -126,6 +126,10 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument("--results", type=Path, default=Path("data/results"))
     study.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     study.add_argument("--limit", type=int, default=None, help="stop after this many new runs")
+    study.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                       help="training precision (default auto: that of the stored runs when they match the current "
+                            "settings, so a sweep begun elsewhere goes on as it began; else bf16 where this CPU runs it "
+                            "natively, fp32 otherwise)")
     study.add_argument("--plan", action="store_true",
                        help="print what the sweep still has to do and its projected time, then stop")
     return top
@@ -232,10 +236,11 @@ def _dispatch(args) -> int:
     if args.verb == "study" and args.plan:
         from .study import projection
 
-        p = projection(series, args.results, args.workers)
+        p = projection(series, args.results, args.workers, precision=args.precision)
         hours = "unknown" if p["hours"] is None else f"{p['hours']:.1f} h"
         print(f"{p['series']} ({p['profile']}): {p['pending']} of {p['runs']} runs to do ({p['controls']} controls), "
-              f"{p['pretrained']} pretrained models; projected {hours} with {args.workers} worker(s) ({p['basis']})")
+              f"{p['pretrained']} pretrained models; {p['precision']}; projected {hours} with {args.workers} worker(s) "
+              f"({p['basis']})")
         if p["stale"]:
             print(f"stale: {p['stale']}")
         return 0
@@ -244,7 +249,7 @@ def _dispatch(args) -> int:
 
         summary = run_study(series, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
                             results_root=args.results, data_root=args.data, checkpoints=args.checkpoints,
-                            limit=args.limit)
+                            limit=args.limit, precision=args.precision)
         print(json.dumps(summary))
         return 0
     raise AssertionError(args.verb)

@@ -2,7 +2,8 @@
 // screens (hrtemFit, hrtemOnResize) and the plotted cells as CSV (hrtemCsv, hrtemCsvLink).
 //
 // hrtemFit returns a new layout for a container `width` px wide, side-by-side panels
-// stacked one above the other; the given layout unchanged when it is wide enough.
+// stacked one above the other and a long title in two lines; the given layout unchanged
+// when it is wide enough.
 window.hrtemNarrow = window.hrtemNarrow || 640;  // px: below this, panels stack
 // On the site (its site.js defines hrtemDarkLayout) the layout also follows the theme.
 window.hrtemFit = window.hrtemFit || function (layout, width) {
@@ -11,8 +12,13 @@ window.hrtemFit = window.hrtemFit || function (layout, width) {
 };
 window.hrtemStack = window.hrtemStack || function (layout, width) {
   const keys = Object.keys(layout).filter(k => /^xaxis\d*$/.test(k)).sort();
-  if (width >= window.hrtemNarrow || keys.length < 2) return layout;
+  if (width >= window.hrtemNarrow) return layout;
   const out = JSON.parse(JSON.stringify(layout));
+  if (out.title) {
+    const text = (out.title.text || "").replace(" — ", "<br>");  // a long title in two lines
+    out.title = Object.assign({}, out.title, {text: text, font: Object.assign({}, out.title.font, {size: 12})});
+  }
+  if (keys.length < 2) return out;
   const n = keys.length, panel = 300, gap = 150, top = 90, bottom = 80;
   const height = top + n * panel + (n - 1) * gap + bottom;
   const frac = px => px / height;
@@ -44,10 +50,6 @@ window.hrtemStack = window.hrtemStack || function (layout, width) {
   });
   out.height = height;
   out.margin = Object.assign({}, out.margin, {l: 60, r: 16, t: top, b: bottom + (out.coloraxis2 ? 110 : 60)});
-  if (out.title) {
-    const text = (out.title.text || "").replace(" — ", "<br>");  // a long title in two lines
-    out.title = Object.assign({}, out.title, {text: text, font: Object.assign({}, out.title.font, {size: 12})});
-  }
   return out;
 };
 // Redraw `draw` when the container crosses the narrow breakpoint or the site's theme changes.

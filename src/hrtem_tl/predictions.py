@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets import DEFAULT_ROOT, save_npz
-from .experiment import DEFAULT_CHECKPOINTS, REPORT_SPLIT, RunSpec, check_spec, domain_data, pretrained, transfer_stage
+from .experiment import (DEFAULT_CHECKPOINTS, REPORT_SPLIT, RunSpec, check_spec, domain_data, pretrained,
+                         run_config_hash, transfer_stage)
 from .metrics import ConfusionCounts
 from .series import Series
 from .train import Precision, predict
@@ -46,7 +47,9 @@ def export_predictions(series: Series, out: Path, *, data_root: Path = DEFAULT_R
     Arrays (cases c, images k, pixels n): ``images`` (c, k, n, n) uint8 scaled between
     the 0.5th and 99.5th percentiles, ``masks``, ``before``, ``after`` (c, k, n, n)
     uint8 (1 = particle), ``dice_before``, ``dice_after`` (c, k) per image, and
-    ``pretrain``, ``target``, ``freezing``, ``seed``, ``pixel_size`` [Å].
+    ``pretrain``, ``target``, ``freezing``, ``seed``, ``pixel_size`` [Å], and the
+    ``precision`` and ``config_hash`` of the runs these models repeat (the site shows the
+    file only beside stored runs with that hash).
     """
     cases = CASES.get(series.name, []) if cases is None else cases
     if not cases:
@@ -76,5 +79,6 @@ def export_predictions(series: Series, out: Path, *, data_root: Path = DEFAULT_R
     path = Path(out) / profile.name / f"{series.name}-predictions.npz"
     save_npz(path, **{k: np.asarray(v) for k, v in rows.items()},
              pretrain=np.array([s.pretrain_domain for s in specs]), target=np.array([s.target_domain for s in specs]),
-             freezing=np.array(freezing), seed=np.int64(seed), pixel_size=np.float64(profile.simulation.pixel_size))
+             freezing=np.array(freezing), seed=np.int64(seed), pixel_size=np.float64(profile.simulation.pixel_size),
+             precision=np.array(precision.name), config_hash=np.array(run_config_hash(profile, series.name, precision)))
     return path

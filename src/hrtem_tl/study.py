@@ -29,7 +29,7 @@ from .experiment import (DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, 
 from .results import (DEFAULT_RESULTS, FAILURES, append_records, check_store, failed_runs, finished_runs,
                       StaleResultsError, table_path)
 from .series import FREEZING, Series
-from .train import Precision, TrainingDiverged
+from .train import Precision, TrainingDiverged, bf16_supported
 from .writers import WriterLock, check_writable, remove_dead_temps
 
 EXECUTORS = ("local", "dask")
@@ -71,12 +71,49 @@ def plan(series: Series, freezing: tuple[str, ...] | None = None) -> list[RunSpe
     return out
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def sweep_precision(series: Series, results_root: Path = DEFAULT_RESULTS, choice: str = "auto") -> Precision:
+    """The precision a sweep of ``series`` into ``results_root`` trains at.
+
+    ``fp32`` or ``bf16`` as asked; ``auto``: the precision of the series' stored runs
+    when they match the current settings at it (a sweep begun on another machine goes
+    on at its precision, so one series never mixes two), else the best this machine
+    runs natively (:meth:`Precision.choose`).
+    """
+    from .results import read_table
+
+    if choice not in PRECISIONS:
+        raise ValueError(f"unknown precision {choice!r}; choose from {', '.join(PRECISIONS)}")
+    profile = series.profile
+    if choice != "auto":
+        return Precision.named(choice)
+    if table_path(results_root, series.name, "runs").exists():
+        runs = read_table(results_root, series.name, "runs")
+        runs = runs[runs["profile"] == profile.name]
+        for name in sorted(set(runs["precision"])):
+            candidate = Precision.named(name)
+            if set(runs["config_hash"]) == {run_config_hash(profile, series.name, candidate)}:
+                return candidate
+    return Precision.choose(profile.training.mixed_precision)
+
+
+def check_runs_fast(precision: Precision) -> None:
+    """Refuse bf16 on a CPU that only emulates it (many times slower than fp32)."""
+    if precision.device == "cpu" and precision.name == "bf16" and not bf16_supported():
+        raise ValueError("this sweep trains in bf16 (the precision of its stored runs), but this CPU has no native "
+                         "bf16 (AMX or AVX512-BF16) and would emulate it many times slower: run it on such a machine, "
+                         "or start it afresh in fp32 with --precision fp32 and another --results folder")
+
+
 def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: int = 1,
-               freezing: tuple[str, ...] | None = None) -> dict:
+               freezing: tuple[str, ...] | None = None, precision: str = "auto") -> dict:
     """What a sweep of ``series`` still has to do, and how long that should take.
 
     Counts: ``runs`` (planned), ``pending``, ``pretrained`` (models those need),
-    ``controls``; ``stale``: why the stored runs cannot be resumed (other settings), or None. Time [h]: pending pretrainings and transfers times the median stage
+    ``controls``; ``precision`` (:func:`sweep_precision` of ``precision``); ``stale``: why
+    the stored runs cannot be resumed (other settings), or None. Time [h]: pending pretrainings and transfers times the median stage
     wall times of stored runs of the same profile, crop and protocol in any series of
     ``results_root`` (measured with one thread per worker, as a sweep runs), divided by
     ``workers``; ``None`` without such runs. ``basis`` says which runs the rates come from.
@@ -86,7 +123,7 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
 
     profile = series.profile
     specs = plan(series, freezing)
-    precision = Precision.choose(profile.training.mixed_precision)
+    precision = sweep_precision(series, results_root, precision)
     stale, config_hash = None, run_config_hash(profile, series.name, precision)
     try:  # failed runs are not retried by a sweep (until their rows are deleted): not pending
         done = (finished_runs(results_root, series.name, profile.name, config_hash)
@@ -97,27 +134,28 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     models = {s.pretrain_id for s in pending}
     out = {"series": series.name, "profile": profile.name, "runs": len(specs), "pending": len(pending),
            "pretrained": len(models), "controls": sum(s.kind == "control" for s in pending), "hours": None,
-           "stale": stale,
-           "basis": "no stored runs of this profile, crop and protocol to take rates from"}
+           "stale": stale, "precision": precision.name,
+           "basis": f"no stored {precision.name} runs of this profile, crop and protocol to take rates from"}
     reference = []
     for path in sorted(Path(results_root).glob("*/runs.parquet")):
         runs = read_table(results_root, path.parent.name, "runs")
         keep = (runs["profile"] == profile.name) & (runs["crop"] == profile.training.crop) & (
-            runs["protocol"] == PROTOCOL)
+            runs["protocol"] == PROTOCOL) & (runs["precision"] == precision.name)
         if keep.any():
             reference.append(runs[keep].assign(folder=path.parent.name))
     if reference:
         ref = pd.concat(reference, ignore_index=True)
         models_ref = ref.drop_duplicates("pretrain_id")
-        pre, tl = float(models_ref["wall_pretrain_s"].median()), float(ref["wall_transfer_s"].median())
+        staged_tl = ref[ref["kind"] != "baseline"]["wall_transfer_s"]  # a baseline run has one stage
+        pre, tl = float(models_ref["wall_pretrain_s"].median()), float(staged_tl.median())
         # evaluation, loading and whatever else shared the machine: the stored runs' real
         # elapsed time over the sum of their stage times (per worker), at least 1
         span = float(ref["finished_at"].max() - ref["finished_at"].min())
-        staged = (models_ref["wall_pretrain_s"].sum() + ref["wall_transfer_s"].sum()) / workers
+        staged = (models_ref["wall_pretrain_s"].sum() + staged_tl.sum()) / workers
         overhead = max(1.0, span / staged) if len(ref) > 4 and staged > 0 else 1.0
         transfers = sum(s.kind != "baseline" for s in pending)  # a baseline run is one pretraining-length stage
         out["hours"] = overhead * (len(models) * pre + transfers * tl) / workers / 3600
-        out["basis"] = (f"median stage times of {len(ref)} stored runs ({', '.join(sorted(set(ref['folder'])))}): "
+        out["basis"] = (f"median stage times of {len(ref)} stored {precision.name} runs ({', '.join(sorted(set(ref['folder'])))}): "
                         f"pretraining {pre:.0f} s, transfer {tl:.0f} s per worker, times {overhead:.2f} for "
                         "evaluation and loading as those runs measured it; simulation not included")
     return out
@@ -131,26 +169,28 @@ def _set_threads(threads: int | None) -> None:
 
 
 def pretrain_job(profile: Profile, series: str, domain: str, seed: int, data_root: str, checkpoints: str,
-                 threads: int | None = None) -> str:
-    """Train (or find) one pretrained model; returns its pretrain id."""
+                 precision: str, threads: int | None = None) -> str:
+    """Train (or find) one pretrained model at ``precision`` (a name); returns its pretrain id."""
     _set_threads(threads)
-    pretrained(Series(series, profile), domain, seed, data_root=Path(data_root), checkpoints=Path(checkpoints))
+    pretrained(Series(series, profile), domain, seed, data_root=Path(data_root), checkpoints=Path(checkpoints),
+               precision=Precision.named(precision))
     return pretrain_id(series, domain, seed)
 
 
-def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str,
+def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str, precision: str,
                  threads: int | None = None) -> dict:
-    """Run one transfer; returns its rows keyed by table name."""
+    """Run one transfer at ``precision`` (a name); returns its rows keyed by table name."""
     _set_threads(threads)
-    rec = run_transfer(profile, spec, data_root=Path(data_root), checkpoints=Path(checkpoints))
+    rec = run_transfer(profile, spec, data_root=Path(data_root), checkpoints=Path(checkpoints),
+                       precision=Precision.named(precision))
     return {"runs": [rec.run], "evaluations": rec.evaluations, "histories": rec.histories}
 
 
-def baseline_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str,
+def baseline_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str, precision: str,
                  threads: int | None = None) -> dict:
-    """Train and evaluate one mixture-baseline model; returns its rows keyed by table name."""
+    """Train and evaluate one mixture-baseline model at ``precision`` (a name); returns its rows keyed by table name."""
     _set_threads(threads)
-    rec = run_baseline(profile, spec, data_root=Path(data_root))
+    rec = run_baseline(profile, spec, data_root=Path(data_root), precision=Precision.named(precision))
     return {"runs": [rec.run], "evaluations": rec.evaluations, "histories": rec.histories}
 
 
@@ -254,6 +294,7 @@ def run_study(
     checkpoints: Path = DEFAULT_CHECKPOINTS,
     freezing: tuple[str, ...] | None = None,
     limit: int | None = None,
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Run every unfinished run of the series' grid; returns a summary.
@@ -264,7 +305,8 @@ def run_study(
     table (readable, valid, made with the current settings) and the Dask scheduler are
     checked, and temporary files of dead writers are removed. A run whose training
     diverges is stored in ``failures.parquet`` and the sweep goes on; failed runs are
-    not retried until their rows are deleted. Summary: ``runs`` (planned), ``new``
+    not retried until their rows are deleted. ``precision``: see :func:`sweep_precision`
+    (bf16 is refused on a CPU without native bf16). Summary: ``runs`` (planned), ``new``
     (stored now), ``failed`` (failed now), ``skipped`` (stored before, finished or
     failed) and ``wall_s`` [s].
     """
@@ -285,7 +327,8 @@ def run_study(
         raise ValueError(f"limit must be at least 1 new run, got {limit}")
     for what, folder in (("results", results_root), ("dataset", data_root), ("checkpoint", checkpoints)):
         check_writable(folder, what)
-    precision = Precision.choose(profile.training.mixed_precision)
+    precision = sweep_precision(series, results_root, precision)
+    check_runs_fast(precision)
     config_hash = run_config_hash(profile, series.name, precision)
     with WriterLock(Path(results_root) / series.name) as lock:
         remove_dead_temps(Path(results_root) / series.name)
@@ -300,7 +343,7 @@ def run_study(
         specs = plan(series, freezing)
         pending = [s for s in specs if s.run_id not in done | failed_before]
         todo = pending[:limit]
-        roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()))
+        roots = (str(Path(data_root).resolve()), str(Path(checkpoints).resolve()), precision.name)
         start, finished, failed = time.perf_counter(), 0, 0
         # Consecutive runs of the plan that share a pretrained model form a group; a group's
         # transfers start once its model is trained (or found), and models start as workers
@@ -371,5 +414,6 @@ def run_study(
         print(f"hrtem-tl: {n} run{'s' * (n != 1)} of this grid failed (reasons in "
               f"{table_path(results_root, series.name, FAILURES)}); they are not retried: delete their rows "
               f"(or the file) to retry them", file=sys.stderr)
-    return {"series": series.name, "profile": profile.name, "runs": len(specs), "new": finished, "failed": failed,
+    return {"series": series.name, "profile": profile.name, "precision": precision.name, "runs": len(specs),
+            "new": finished, "failed": failed,
             "skipped": len(specs) - len(pending), "wall_s": time.perf_counter() - start}

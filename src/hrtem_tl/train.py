@@ -80,6 +80,14 @@ class Precision:
             return cls(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         return cls(device, torch.bfloat16 if bf16_supported() else None)
 
+    @classmethod
+    def named(cls, name: str, device: str | None = None) -> "Precision":
+        """The precision called ``name`` ("fp32", "bf16" or "fp16"), whether or not this machine runs it fast."""
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if name not in dtypes:
+            raise ValueError(f"unknown precision {name!r}; choose from {', '.join(dtypes)}")
+        return cls(device or ("cuda" if torch.cuda.is_available() else "cpu"), dtypes[name])
+
     def autocast(self):
         kind = "cuda" if self.device.startswith("cuda") else "cpu"
         return torch.autocast(kind, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)

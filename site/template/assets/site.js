@@ -97,9 +97,24 @@
     try {
       var fig = JSON.parse(s.textContent);
       var config = Object.assign({ responsive: true, displaylogo: false }, fig.config || {});
-      var draw = function () { window.Plotly.react(target, fig.data || [], window.hrtemDarkLayout(fig.layout), config); };
+      // layout.meta.narrow: Plotly attribute strings applied where the figure's box is
+      // narrower than layout.meta.narrow_below px (default 600), e.g. panels stacked on a phone
+      var meta = (fig.layout && fig.layout.meta) || {};
+      var below = meta.narrow_below || 600;
+      var narrow = null;
+      var draw = function () {
+        narrow = !!meta.narrow && target.clientWidth < below;
+        var layout = JSON.parse(JSON.stringify(window.hrtemDarkLayout(fig.layout) || {}));
+        var drawn = window.Plotly.react(target, fig.data || [], layout, config);
+        if (narrow) drawn.then(function () { return window.Plotly.relayout(target, meta.narrow); });
+      };
       draw();
       window.addEventListener('hrtem-theme-change', draw);
+      if (meta.narrow) {
+        window.addEventListener('resize', function () {
+          if ((target.clientWidth < below) !== narrow) draw();
+        });
+      }
     } catch (e) {
       target.textContent = 'Could not draw this figure: ' + e.message;
     }

@@ -1,0 +1,120 @@
+"""The paper's own pages, as committed, in Chromium at phone and desktop width.
+
+The project (its notebooks with their committed outputs, the widgets and data/) is
+copied and built as the main job builds it, without the PDF. On every page with
+figures, each Plotly figure is drawn, no two of its texts (titles, tick labels,
+annotations, buttons) overlap, no text is cut off at the figure's edge, and no figure
+is wider than the page's column. Figures with a phone layout (``layout.meta.narrow``)
+use it below 600 px and keep the desktop one above.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _QuietHandler
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh)")]
+PAGES = ["results.html", "methods.html", "defocus.html", "replication.html", "index.html"]
+
+# Per figure: overlapping text pairs, texts cut off at the figure's edge, figure wider than the column.
+LAYOUT_JS = """(plot) => {
+  const rects = [];
+  plot.querySelectorAll('.gtitle, .annotation-text, .g-xtitle text, .g-ytitle text, .g-x2title text, '
+                        + '.g-y2title text, .xtick text, .x2tick text, .x3tick text, .ytick text, .y2tick text, '
+                        + '.updatemenu-button').forEach(t => {
+    const r = t.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0 && (t.textContent.trim() || t.classList.contains('updatemenu-button')))
+      rects.push({text: t.textContent.trim() || 'button', r});
+  });
+  const bad = [];
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const a = rects[i].r, b = rects[j].r;
+    const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (dx > 2 && dy > 2) bad.push([rects[i].text, rects[j].text]);
+  }
+  const svg = plot.querySelector('.main-svg').getBoundingClientRect();
+  const cut = rects.filter(t => t.r.left < svg.left - 1 || t.r.right > svg.right + 1).map(t => t.text);
+  const column = plot.closest('article, main, body').getBoundingClientRect();
+  // a phone layout: how many of its attribute strings ("height", "annotations[3].y") hold now; axis
+  // domains are left out, as Plotly narrows those of square image panels itself
+  const narrow = (plot.layout.meta && plot.layout.meta.narrow) || null;
+  const patch = narrow && Object.fromEntries(Object.entries(narrow).filter(([k]) => !k.endsWith('.domain')));
+  const get = (path) => path.split('.').reduce((o, part) => {
+    const m = part.match(/^(\w+)\[(\d+)\]$/);
+    return o == null ? o : (m ? (o[m[1]] || [])[+m[2]] : o[part]);
+  }, plot.layout);
+  const held = patch ? Object.keys(patch).filter(k => JSON.stringify(get(k)) === JSON.stringify(patch[k])).length : 0;
+  return {bad, cut, wide: svg.right > column.right + 1, patch: patch ? Object.keys(patch).length : 0, held};
+}"""
+
+
+@pytest.fixture(scope="module")
+def paper_url(tmp_path_factory):
+    """The paper built from a copy of the project (committed outputs; no PDF), served on 127.0.0.1."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: cannot build the MyST site")
+    project = tmp_path_factory.mktemp("paper")
+    for name in ("content", "widgets", "data"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    for name in ("CITATION.cff", "cite.bib"):
+        shutil.copy(ROOT / name, project / name)
+    config = (ROOT / "myst.yml").read_text()
+    (project / "myst.yml").write_text(re.sub(r"(?m)^(\s*template:).*$",
+                                             lambda m: f"{m.group(1)} {ROOT / 'site' / 'template'}", config))
+    result = subprocess.run([str(ROOT / "scripts" / "build-site.sh"), str(project)], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "SITE_PDF": ""})
+    if result.returncode != 0:
+        pytest.fail(f"site build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(project / "_build" /
+                                                                                                   "html")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_every_figure_of_the_paper_lays_out_without_overlap(paper_url, browser, width):
+    problems, phone_layouts = {}, 0
+    for name in PAGES:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(f"{paper_url}/{name}", wait_until="networkidle")
+        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                               ".every(p => p.querySelector('.main-svg'))", timeout=60_000)
+        page.wait_for_timeout(500)  # phone layouts are applied right after the first draw
+        plots = page.locator(".js-plotly-plot")
+        for i in range(plots.count()):
+            got = plots.nth(i).evaluate(LAYOUT_JS)
+            if got["bad"] or got["cut"] or got["wide"]:
+                problems[f"{name} figure {i}"] = {k: got[k] for k in ("bad", "cut", "wide")}
+            if got["patch"]:  # applied in full on a phone, not on a desktop
+                phone_layouts += 1
+                assert (got["held"] == got["patch"]) if width < 600 else (got["held"] < got["patch"]), (name, i, got["held"], got["patch"])
+        if name == "results.html":
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"paper-results-{width}.png"), full_page=True)
+        page.close()
+    assert problems == {}, "\n".join(f"{k}: {v}" for k, v in problems.items())
+    assert phone_layouts >= 3  # the transfer-set-size, freezing and prediction figures carry one
