@@ -85,8 +85,8 @@ def size_figure(data: SeriesData):
             part = cells[cells["transfer_images"] == n]
             fig.add_trace(go.Box(y=part[metric], name=str(n), boxpoints="all", jitter=0.4, pointpos=0,
                                  marker={"size": 4, "color": "#1f77b4"}, line={"color": "#1f77b4"},
-                                 customdata=part[["pretrain_domain", "target_domain"]],
-                                 hovertemplate="%{customdata[0]} → %{customdata[1]}: %{y:.3f}<extra></extra>",
+                                 text=part["pretrain_domain"] + " → " + part["target_domain"],
+                                 hovertemplate="%{text}: %{y:.3f}<extra></extra>",
                                  showlegend=False), row=1, col=col)
     fig.update_xaxes(title_text="transfer-set size (images)", type="category")
     fig.update_layout(height=400, template="plotly_white", margin={"l": 50, "r": 10, "t": 40, "b": 50})

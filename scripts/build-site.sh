@@ -68,6 +68,8 @@ OUT="$PROJECT/_build/html"
 # in _build/site/public, and the renderer would offer each of them for download.
 rm -rf "$PROJECT/_build/site" "$OUT"
 export SITE_PDF="${SITE_PDF-paper.pdf}"  # the renderer links it from every page
+# figure helpers every page with figures loads (a CSV of each figure's plotted values)
+export SITE_SCRIPTS="${SITE_SCRIPTS-$ROOT/src/hrtem_tl/figure_tools.js}"
 echo "Building with ${BUILD[*]} ($("${BUILD[0]}" --version))"
 SITE_PROJECT="$PROJECT" env -u HOST "${BUILD[@]}"
 

@@ -27,8 +27,10 @@ from urllib.parse import urlsplit
 CHROMIUM = Path("/usr/bin/chromium")
 A4_WIDTH_PX = 794  # 210 mm at 96 CSS px per inch
 MARGIN = {"top": "14mm", "bottom": "14mm", "left": "12mm", "right": "12mm"}
-# every Plotly figure drawn: explorers draw after load, notebook figures on load
-DRAWN = "() => [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'))"
+# every Plotly figure drawn: notebook figures (.plotly-target, drawn by site.js once the
+# page is parsed) and explorers (drawn after load)
+DRAWN = ("() => [...document.querySelectorAll('.plotly-target, .js-plotly-plot')]"
+         ".every(p => p.querySelector('.main-svg'))")
 
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -4,7 +4,9 @@
 //   CONTENT_CDN      URL of its local content server (page JSON, public files)
 //   BUILD_DIRECTORY  where the static site must be written (_build/html)
 // Optional: PLOTLY_JS, path to plotly.min.js (else the cartesian bundle or Python's
-// plotly); SITE_PROJECT, the project folder (its cite.bib and data/results/).
+// plotly); SITE_PROJECT, the project folder (its cite.bib and data/results/);
+// SITE_SCRIPTS, colon-separated scripts copied to assets/ and loaded after plotly.js on
+// every page with figures (the project's figure helpers: CSV of a figure's values).
 //
 // Output: <slug>.html per page (the first page is index.html), build/ (the
 // project's public files: images, large outputs, source downloads) and
@@ -123,9 +125,16 @@ function findPlotlyJs() {
   return undefined;
 }
 
+// SITE_SCRIPTS as asset names (copied by copyAssets)
+const SCRIPTS = (process.env.SITE_SCRIPTS || '').split(':').filter(Boolean);
+
 function copyAssets(outDir, withPlotly) {
   const assets = path.join(outDir, 'assets');
   fs.mkdirSync(assets, { recursive: true });
+  for (const file of SCRIPTS) {
+    if (!fs.existsSync(file)) throw new Error(`SITE_SCRIPTS names ${file}, which does not exist`);
+    fs.copyFileSync(file, path.join(assets, path.basename(file)));
+  }
   for (const f of ['site.css', 'site.js', 'highlight.css']) {
     fs.copyFileSync(path.join(HERE, 'assets', f), path.join(assets, f));
   }
@@ -233,6 +242,7 @@ async function main() {
       prev: entry.hidden ? undefined : linked[i - 1],
       next: entry.hidden ? undefined : linked[i + 1],
       plotly,
+      scripts: plotly ? SCRIPTS.map((f) => path.basename(f)) : [],
       downloads: downloadsFor(page, publicSet),
     });
     writeFile(outDir, entry.href, html);

@@ -62,21 +62,43 @@ window.hrtemOnResize = window.hrtemOnResize || function (el, draw) {
   window.addEventListener("hrtem-theme-change", () => draw());
 };
 // The values a Plotly div draws, one row per cell, heatmap, box or point: trace name,
-// x and y labels and the values (z; box statistics; y).
+// x and y labels and the values (z; box statistics; y); images have none.
+// Arrays of a figure as plain arrays: Plotly's Python package writes numeric ones as
+// {dtype, bdata (base64), shape}, which is decoded here (1-D, or rows of a 2-D shape).
+window.hrtemArray = window.hrtemArray || function (v) {
+  if (!v || Array.isArray(v) || typeof v !== "object" || !v.bdata) return v;
+  const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+                 u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+  const bytes = Uint8Array.from(atob(v.bdata), c => c.charCodeAt(0));
+  const flat = Array.from(new types[v.dtype](bytes.buffer));
+  const shape = String(v.shape || flat.length).split(",").map(Number);
+  if (shape.length < 2) return flat;
+  return Array.from({length: shape[0]}, (_, r) => flat.slice(r * shape[1], (r + 1) * shape[1]));
+};
 window.hrtemCsv = window.hrtemCsv || function (plots) {
   const q = v => { const s = v === null || v === undefined ? "" : String(v).replace(/<[^>]+>/g, "");
                    return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
   const rows = [["figure", "trace", "x", "y", "value", "q1", "median", "q3", "lower fence", "upper fence", "mean"]];
-  plots.forEach(([label, gd]) => (gd.data || []).forEach(t => {
-    if (t.visible === false) return;
+  plots.forEach(([label, gd]) => (gd.data || []).forEach(spec => {
+    if (spec.visible === false) return;
+    const t = Object.assign({}, spec);
+    ["x", "y", "z", "text", "q1", "median", "q3", "lowerfence", "upperfence", "mean"].forEach(k => {
+      t[k] = window.hrtemArray(spec[k]);
+    });
     const name = t.name || t.type;
     if (t.type === "heatmap") {
       (t.z || []).forEach((row, r) => row.forEach((v, c) => rows.push([label, name, t.x[c], t.y[r], v])));
-    } else if (t.type === "box") {
+    } else if (t.type === "box" && t.q1) {  // precomputed statistics
       (t.x || []).forEach((x, i) => rows.push([label, name, x, "", "", t.q1[i], t.median[i], t.q3[i],
                                                 t.lowerfence[i], t.upperfence[i], t.mean ? t.mean[i] : ""]));
-    } else {
-      (t.x || []).forEach((x, i) => rows.push([label, name, x, t.y[i], t.text ? t.text[i] : ""]));
+    } else if (t.type !== "image") {  // points (a box of raw values: its points; gaps left out)
+      const n = Math.max((t.x || []).length, (t.y || []).length);
+      const at = (a, i) => (Array.isArray(a) ? a[i] : a);
+      for (let i = 0; i < n; i++) {
+        const x = t.x ? t.x[i] : name, y = t.y ? t.y[i] : "";
+        if ((x === null || x === undefined) && (y === null || y === undefined)) continue;
+        rows.push([label, name, x, y, at(t.text, i) ?? ""]);
+      }
     }
   }));
   return rows.map(r => r.map(q).join(",")).join("\n") + "\n";

@@ -23,6 +23,9 @@ import pytest
 
 from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _QuietHandler
 
+# every notebook figure (a .plotly-target that site.js draws) and every explorer plot drawn
+DRAWN = ("() => [...document.querySelectorAll('.plotly-target, .js-plotly-plot')]"
+         ".every(p => p.querySelector('.main-svg'))")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh)")]
 PAGES = ["results.html", "methods.html", "defocus.html", "replication.html", "index.html"]
@@ -101,8 +104,7 @@ def test_every_figure_of_the_paper_lays_out_without_overlap(paper_url, browser, 
     for name in PAGES:
         page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(f"{paper_url}/{name}", wait_until="networkidle")
-        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                               ".every(p => p.querySelector('.main-svg'))", timeout=60_000)
+        page.wait_for_function(DRAWN, timeout=60_000)
         page.wait_for_timeout(500)  # phone layouts are applied right after the first draw
         plots = page.locator(".js-plotly-plot")
         for i in range(plots.count()):
@@ -118,3 +120,39 @@ def test_every_figure_of_the_paper_lays_out_without_overlap(paper_url, browser, 
         page.close()
     assert problems == {}, "\n".join(f"{k}: {v}" for k, v in problems.items())
     assert phone_layouts >= 3  # the transfer-set-size, freezing and prediction figures carry one
+
+
+def test_every_figure_offers_its_plotted_values_as_csv(paper_url, browser):
+    """A CSV link under each figure that is not a picture; the lattice figure's CSV holds,
+    per lattice, the mean over source lattices of the transferred models' Dice on its test
+    images, as an independent pandas computation from the stored tables finds it."""
+    import io
+
+    import pandas as pd
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{paper_url}/results.html", wait_until="networkidle")
+    page.wait_for_function(DRAWN, timeout=60_000)
+    figures = page.evaluate("""() => [...document.querySelectorAll('script[type="application/vnd.plotly.v1+json"]')]
+      .map(s => { const t = document.getElementById(s.dataset.target);
+                  const next = t && t.nextElementSibling;
+                  return {id: s.dataset.target, pictures: JSON.parse(s.textContent).data.every(d => d.type === 'image'),
+                          csv: !!(next && next.matches('a.hrtem-csv')),
+                          text: t ? window.hrtemCsv([[t.id, t]]) : ''}; })""")
+    assert len(figures) >= 6
+    assert all(f["csv"] != f["pictures"] for f in figures), [(f["id"], f["pictures"], f["csv"]) for f in figures]
+    lattice = [f for f in figures if "after transfer learning to it" in f["text"]]
+    assert len(lattice) == 1
+    got = pd.read_csv(io.StringIO(lattice[0]["text"]))
+    got = got[got["trace"] == "after transfer learning to it"].set_index("y")["x"]
+    runs = pd.read_parquet(ROOT / "data" / "results" / "structure" / "runs.parquet")
+    evals = pd.read_parquet(ROOT / "data" / "results" / "structure" / "evaluations.parquet")
+    tl = runs[(runs["kind"] == "transfer") & runs["target_domain"].str.endswith("_small")
+              & runs["pretrain_domain"].str.endswith("_small")]
+    ev = evals[evals["stage"] == "transfer"].merge(tl[["run_id", "pretrain_domain", "target_domain"]], on="run_id")
+    ev = ev[ev["eval_domain"] == ev["target_domain"]]
+    expected = ev.groupby(["target_domain", "pretrain_domain"])["dice"].mean().groupby(level=0).mean()
+    assert len(got) == len(expected)
+    for domain, value in expected.items():  # the CSV drops markup: Fe<sub>3</sub>O<sub>4</sub> -> Fe3O4
+        assert abs(got[domain.split("_")[0]] - value) < 1e-9, (domain, got[domain.split("_")[0]], value)
+    page.close()

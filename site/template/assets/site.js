@@ -110,6 +110,12 @@
       };
       draw();
       window.addEventListener('hrtem-theme-change', draw);
+      // the plotted values as CSV, where the project's figure helpers are loaded (SITE_SCRIPTS)
+      var values = (fig.data || []).some(function (t) { return t.type !== 'image'; });
+      if (values && window.hrtemCsvLink) {
+        var file = (location.pathname.split('/').pop() || 'index.html').replace(/\.html$/, '') + '-' + target.id + '.csv';
+        target.insertAdjacentElement('afterend', window.hrtemCsvLink(file, function () { return [[target.id, target]]; }));
+      }
       if (meta.narrow) {
         window.addEventListener('resize', function () {
           if ((target.clientWidth < below) !== narrow) draw();

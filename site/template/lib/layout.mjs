@@ -116,7 +116,7 @@ function pager(prev, next) {
  * @param {object} o
  *   site: { title }, nav: [{slug,title,level,href}], slug, frontmatter,
  *   body (html), outline: [{id,text,depth}], citations, footnotes: [{id,enumerator,html}],
- *   prev, next, plotly (bool), downloads: [{href,label}], isIndex
+ *   prev, next, plotly (bool), scripts: [asset names loaded after plotly.js], downloads: [{href,label}], isIndex
  */
 export function pageHtml(o) {
   const fm = o.frontmatter ?? {};
@@ -124,7 +124,9 @@ export function pageHtml(o) {
   const docTitle = o.isIndex || title === o.site.title ? title : `${title} · ${o.site.title}`;
   const subtitle = fm.subtitle ? `<p class="subtitle">${esc(fm.subtitle)}</p>` : '';
   const keywords = fm.keywords?.length ? `<p class="keywords"><strong>Keywords:</strong> ${fm.keywords.map(esc).join(', ')}</p>` : '';
-  const plotly = o.plotly ? '<script src="assets/plotly.min.js"></script>' : '';
+  const plotly = o.plotly
+    ? ['plotly.min.js', ...(o.scripts ?? [])].map((f) => `<script src="assets/${esc(f)}"></script>`).join('\n')
+    : '';
   const outlineAside = o.outline.length
     ? `<aside class="outline" aria-label="On this page"><p class="outline-title">On this page</p><ul>${o.outline
         .map((h) => `<li class="depth-${h.depth}"><a href="#${esc(h.id)}">${esc(h.text)}</a></li>`)
