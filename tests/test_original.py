@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hrtem_tl import original as O
+from hrtem_tl import original_tables as T
 from hrtem_tl.safe_pickle import SafeUnpickler, safe_frame
 from hrtem_tl import results as R
 
@@ -120,10 +121,10 @@ def test_row_counts_match_the_source(frames, imported):
         assert len(tables["histories"]) == HISTORIES[series]
         assert runs["run_id"].is_unique and set(runs["seed"]) == {0, 1, 2}
         assert sorted(runs["source_index"]) == sorted(frame.index)
-        assert (runs["profile"] == "original").all() and (runs["protocol"] == O.ORIGINAL_PROTOCOL).all()
-        assert (runs["git_commit"] == O.SOURCE_COMMIT).all()
+        assert (runs["profile"] == "original").all() and (runs["protocol"] == T.ORIGINAL_PROTOCOL).all()
+        assert (runs["git_commit"] == T.SOURCE_COMMIT).all()
         ev = tables["evaluations"]
-        assert (ev["loss_definition"] == O.LOSS_DEFINITION).all() and (ev["split"] == "val").all()
+        assert (ev["loss_definition"] == T.LOSS_DEFINITION).all() and (ev["split"] == "val").all()
         assert ev[["dice", "iou", "precision", "recall", "accuracy"]].isna().all().all()
         assert ev["loss"].notna().all() and (ev["loss"] > 0).all()
 
@@ -141,7 +142,7 @@ def _tables(out: Path, series: str):
 
 
 def test_cells_match_the_source(frames, imported):
-    out, floor = imported[0], O.LOSS_FLOOR
+    out, floor = imported[0], T.LOSS_FLOOR
 
     runs, ev = _tables(out, "noise")  # raw losses; values at each stage's best epoch
     row = frames["noise"].iloc[7]
@@ -171,7 +172,7 @@ def test_cells_match_the_source(frames, imported):
     row, run = frames["defocus"].iloc[2], runs.loc[frames["defocus"].index[2]]
     assert run["run_id"] == (f"defocus|df{row['pretrain_defocus'] // 10}>df{row['transfer_defocus'] // 10}|"
                              f"{row['freeze_option']}|s{run['seed']}|n{row['N_tl_training_points']}|"
-                             f"lr{O.lr_text(row['pretrain_lr'])},{O.lr_text(row['transfer_lr'])}")
+                             f"lr{T.lr_text(row['pretrain_lr'])},{T.lr_text(row['transfer_lr'])}")
     own = row[f"best_pretrain_val_{row['pretrain_defocus']}"]
     assert _loss(ev, run["run_id"], "pretrain", run["pretrain_domain"]) == own
     assert _loss(ev, run["run_id"], "transfer", run["target_domain"]) == row["best_target_transfer_performance"]
@@ -187,7 +188,7 @@ def test_cells_match_the_source(frames, imported):
 
 def test_matrices_read_the_imported_tables(imported):
     tables = R.read_results(imported[0], "noise")
-    cells = R.matrices(tables["runs"], tables["evaluations"], freezing=O.FREEZING)
+    cells = R.matrices(tables["runs"], tables["evaluations"], freezing=T.FREEZING)
     assert (cells["pretrain"]["count"].to_numpy() == 36).all()  # one pretrained model per run
     off = ~np.eye(5, dtype=bool)
     assert (cells["transfer"]["count"].to_numpy()[off] == 9).all()
