@@ -156,3 +156,32 @@ def test_every_figure_offers_its_plotted_values_as_csv(paper_url, browser):
     for domain, value in expected.items():  # the CSV drops markup: Fe<sub>3</sub>O<sub>4</sub> -> Fe3O4
         assert abs(got[domain.split("_")[0]] - value) < 1e-9, (domain, got[domain.split("_")[0]], value)
     page.close()
+
+
+CONTRAST_JS = """() => {
+  // lowest WCAG contrast of a figure's titles, tick labels and legend against the page, per figure
+  const rgb = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = c => { const v = rgb(c).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const page = lum(getComputedStyle(document.body).backgroundColor);
+  return [...document.querySelectorAll('.plotly-target')].map(plot => {
+    const texts = [...plot.querySelectorAll('.gtitle, .xtick text, .ytick text, .x2tick text, .y2tick text, '
+                                            + '.g-xtitle text, .g-ytitle text, .legendtext')];
+    const ratios = texts.map(t => { const a = lum(getComputedStyle(t).fill);
+                                    return (Math.max(a, page) + 0.05) / (Math.min(a, page) + 0.05); });
+    return [plot.id, texts.length, ratios.length ? Math.min(...ratios) : null];
+  });
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_figure_text_is_readable_in_both_themes(paper_url, browser, scheme):
+    page = browser.new_page(viewport={"width": 390, "height": 900}, color_scheme=scheme)
+    page.goto(f"{paper_url}/results.html", wait_until="networkidle")
+    page.wait_for_function(DRAWN, timeout=60_000)
+    page.wait_for_timeout(500)
+    found = page.evaluate(CONTRAST_JS)
+    assert sum(n for _, n, _ in found) > 50
+    low = [(i, r) for i, n, r in found if r is not None and r < 4.5]
+    assert low == [], low
+    page.close()
