@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hrtem_tl.series import parse_structure_domain
+
 from _pages import M, S, SeriesData, formula
 
 
@@ -109,7 +111,7 @@ def dose_figure(frame: pd.DataFrame):
                    mode="lines+markers", marker={"symbol": "circle"}),
         go.Scatter(x=x, y=frame["pretrained here: mean Dice over all doses"], name="pretrained here, mean over all doses",
                    mode="lines+markers", marker={"symbol": "square"}, line={"dash": "dot"}),
-        go.Scatter(x=x, y=mean, name="transferred here, mean over pretraining doses (bars: range)",
+        go.Scatter(x=x, y=mean, name="transferred here, mean over<br>pretraining doses (bars: range)",
                    mode="lines+markers", marker={"symbol": "diamond"},
                    error_y={"type": "data", "symmetric": False, "array": (frame["transferred here: max"] - mean),
                             "arrayminus": (mean - frame["transferred here: min"])} if spread.notna().any() else None),
@@ -190,18 +192,19 @@ def lattice_stats(pre: pd.DataFrame, post: pd.DataFrame) -> pd.DataFrame:
     """Per lattice (its small-particle domain as the evaluated or target domain): Dice of its
     own pretrained model (mean over seeds), of the other lattices' pretrained models on it and
     after transfer learning to it, each a mean over source lattices (every source averaged
-    over seeds and freezing options first) with a 95 % t interval over sources."""
+    over seeds and freezing options first) with a 95 % t interval over sources. Sorted by
+    the Dice after TL, lattices without it first."""
     rows = []
     for d in sorted(set(pre["eval_domain"])):
         own = pre[(pre["pretrain_domain"] == d) & (pre["eval_domain"] == d)]["dice"]
         others = pre[(pre["pretrain_domain"] != d) & (pre["eval_domain"] == d)].groupby("pretrain_domain")["dice"].mean()
         after = post[post["target_domain"] == d].groupby("pretrain_domain")["dice"].mean()
-        row = {"domain": d, "lattice": d.split("_")[0], "own model": own.mean()}
+        row = {"domain": d, "lattice": parse_structure_domain(d)[0], "own model": own.mean()}
         for name, values in (("other models", others), ("after TL", after)):
             st = S.paired(values.to_numpy())
             row |= {name: st["estimate"], f"{name} lo": st["lo"], f"{name} hi": st["hi"], f"{name} sources": st["n"]}
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("after TL").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values("after TL", na_position="first").reset_index(drop=True)
 
 
 def lattice_figure(stats: pd.DataFrame):

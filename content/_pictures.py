@@ -52,16 +52,19 @@ def example_files(suffix: str = "") -> dict[str, tuple[str, Path]]:
     return found
 
 
-def prediction_provenance(series: str, d) -> str:
-    """Which stored run the predictions file ``d`` (an open npz) repeats, or why it matches none."""
+def prediction_provenance(series: str, profile: str, d) -> str:
+    """Which stored run of ``profile`` the predictions file ``d`` (an open npz) repeats, or why it matches none."""
     freezing = {"none": "nothing frozen"}.get(str(d["freezing"]), f"{d['freezing']} frozen")
-    run = f"These models repeat the runs with {freezing}, seed {int(d['seed'])}"
+    run = f"runs with {freezing}, seed {int(d['seed'])}"
     data = load(series)
-    stored = set(data.runs["config_hash"]) if data.ok else set()
+    stored = set(data.runs[data.runs["profile"] == profile]["config_hash"]) if data.ok else set()
     if "config_hash" not in d.files or str(d["config_hash"]) not in stored:
-        return (f"{run}, but <strong>the file was not made with the settings of the stored {series} runs</strong>: "
-                f"<code>hrtem-tl examples {series} --profile {data.profile or 'cpu'} --predictions</code> remakes it.")
-    return f"{run} ({d['precision']}, settings hash <code>{d['config_hash']}</code>, as the stored runs)."
+        return (f"These models are meant to repeat the {run}, but <strong>the file was made with other settings than "
+                f"the stored {profile} {series} runs</strong> (or records none), so its masks may differ from the "
+                f"models those runs trained: <code>hrtem-tl examples {series} --profile {profile} --predictions</code> "
+                "remakes it, at the precision of the stored runs.")
+    return (f"These models repeat the stored {run} ({d['precision']}, settings hash <code>{d['config_hash']}</code>, "
+            "as the stored runs).")
 
 
 def _domain_title(series: str, name: str, dose: float, defocus: float) -> tuple[str, str]:

@@ -84,7 +84,8 @@ def print_site(site: Path, out: Path) -> int:
 
 def _localise_links(writer, server: str, starts: dict[str, int]) -> None:
     """Point the links Chromium printed as ``server`` URLs at the PDF's own pages (for a
-    printed page, its first PDF page) or, for any other file of the site, at a relative URI."""
+    printed page, its first PDF page: a ``#fragment`` inside it is not followed) or, for
+    any other file of the site, at a relative URI."""
     from pypdf.generic import ArrayObject, NameObject, TextStringObject
 
     for page in writer.pages:

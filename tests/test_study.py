@@ -400,6 +400,7 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
 
     from hrtem_tl import study as St
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU's choice, on any machine
     _, kwargs = local_study
     results = tmp_path / "results"
     shutil.copytree(kwargs["results_root"], results)
@@ -421,6 +422,8 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
     runs.to_parquet(R.table_path(results, "defocus", "runs"))
     assert St.sweep_precision(tiny_series, results).name == Precision.choose().name
     monkeypatch.setattr(St, "bf16_supported", lambda: False)
+    assert "no native bf16" in St.projection(tiny_series, results, precision="bf16")["refused"]  # --plan says so
+    assert St.projection(tiny_series, results, precision="fp32")["refused"] is None
     before = R.table_path(results, "defocus", "runs").read_bytes()
     with pytest.raises(ValueError, match="no native bf16"):
         run_study(tiny_series, **(kwargs | {"results_root": results, "data_root": tmp_path / "no-data",

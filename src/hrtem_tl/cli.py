@@ -105,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
                     help="instead: predicted masks before and after transfer for the series' example pairs "
                          "(trains what the checkpoint cache lacks)")
     ex.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
+    ex.add_argument("--results", type=Path, default=Path("data/results"),
+                    help="with --predictions: the stored runs whose precision the models repeat (default: data/results)")
 
     train = verbs.add_parser("train", help="pretrain (or reuse), transfer-learn and evaluate one model")
     _common(train)
@@ -210,7 +212,9 @@ def _dispatch(args) -> int:
         if args.predictions:
             from .predictions import export_predictions
 
-            print(f"predictions {export_predictions(series, args.out, data_root=args.data, checkpoints=args.checkpoints)}")
+            path = export_predictions(series, args.out, data_root=args.data, checkpoints=args.checkpoints,
+                                      results_root=args.results)
+            print(f"predictions {path}")
             return 0
         print(f"examples {export_examples(series, args.out, args.data, args.per_domain)}")
         return 0
@@ -243,6 +247,8 @@ def _dispatch(args) -> int:
               f"({p['basis']})")
         if p["stale"]:
             print(f"stale: {p['stale']}")
+        if p["refused"] and p["pending"]:
+            print(f"refused here: {p['refused']}")
         return 0
     if args.verb == "study":
         from .study import run_study

@@ -62,13 +62,15 @@ window.hrtemOnResize = window.hrtemOnResize || function (el, draw) {
   window.addEventListener("hrtem-theme-change", () => draw());
 };
 // The values a Plotly div draws, one row per cell, heatmap, box or point: trace name,
-// x and y labels and the values (z; box statistics; y); images have none.
+// x and y labels and the values (z; box statistics; y; error bars as low and high ends);
+// images have none.
 // Arrays of a figure as plain arrays: Plotly's Python package writes numeric ones as
 // {dtype, bdata (base64), shape}, which is decoded here (1-D, or rows of a 2-D shape).
 window.hrtemArray = window.hrtemArray || function (v) {
   if (!v || Array.isArray(v) || typeof v !== "object" || !v.bdata) return v;
   const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
                  u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+  if (!types[v.dtype]) return [];  // a type this helper does not know: no values rather than no file
   const bytes = Uint8Array.from(atob(v.bdata), c => c.charCodeAt(0));
   const flat = Array.from(new types[v.dtype](bytes.buffer));
   const shape = String(v.shape || flat.length).split(",").map(Number);
@@ -78,7 +80,8 @@ window.hrtemArray = window.hrtemArray || function (v) {
 window.hrtemCsv = window.hrtemCsv || function (plots) {
   const q = v => { const s = v === null || v === undefined ? "" : String(v).replace(/<[^>]+>/g, "");
                    return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
-  const rows = [["figure", "trace", "x", "y", "value", "q1", "median", "q3", "lower fence", "upper fence", "mean"]];
+  const rows = [["figure", "trace", "x", "y", "value", "q1", "median", "q3", "lower fence", "upper fence", "mean",
+                 "low", "high"]];
   plots.forEach(([label, gd]) => (gd.data || []).forEach(spec => {
     if (spec.visible === false) return;
     const t = Object.assign({}, spec);
@@ -94,10 +97,20 @@ window.hrtemCsv = window.hrtemCsv || function (plots) {
     } else if (t.type !== "image") {  // points (a box of raw values: its points; gaps left out)
       const n = Math.max((t.x || []).length, (t.y || []).length);
       const at = (a, i) => (Array.isArray(a) ? a[i] : a);
+      // error bars (an interval around x or y) as their low and high ends
+      const bar = spec.error_x && spec.error_x.visible !== false && spec.error_x.array ? ["x", spec.error_x]
+        : spec.error_y && spec.error_y.visible !== false && spec.error_y.array ? ["y", spec.error_y] : null;
+      const plus = bar && window.hrtemArray(bar[1].array);
+      const minus = bar && (bar[1].symmetric === false ? window.hrtemArray(bar[1].arrayminus) : plus);
       for (let i = 0; i < n; i++) {
         const x = t.x ? t.x[i] : name, y = t.y ? t.y[i] : "";
         if ((x === null || x === undefined) && (y === null || y === undefined)) continue;
-        rows.push([label, name, x, y, at(t.text, i) ?? ""]);
+        const row = [label, name, x, y, at(t.text, i) ?? ""];
+        if (bar) {
+          const centre = bar[0] === "x" ? x : y;
+          row.push("", "", "", "", "", "", centre - at(minus, i), centre + at(plus, i));
+        }
+        rows.push(row);
       }
     }
   }));

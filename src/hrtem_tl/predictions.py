@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets import DEFAULT_ROOT, save_npz
+from .results import DEFAULT_RESULTS
 from .experiment import (DEFAULT_CHECKPOINTS, REPORT_SPLIT, RunSpec, check_spec, domain_data, pretrained,
                          run_config_hash, transfer_stage)
 from .metrics import ConfusionCounts
@@ -41,15 +42,17 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def export_predictions(series: Series, out: Path, *, data_root: Path = DEFAULT_ROOT,
                        checkpoints: Path = DEFAULT_CHECKPOINTS, cases: list[tuple[str, str]] | None = None,
                        images: int = 2, seed: int = 0, freezing: str = "none",
-                       precision: Precision | None = None) -> Path:
+                       precision: Precision | None = None, results_root: Path = DEFAULT_RESULTS) -> Path:
     """Write the predictions file of ``series`` and return its path.
 
     Arrays (cases c, images k, pixels n): ``images`` (c, k, n, n) uint8 scaled between
     the 0.5th and 99.5th percentiles, ``masks``, ``before``, ``after`` (c, k, n, n)
     uint8 (1 = particle), ``dice_before``, ``dice_after`` (c, k) per image, and
     ``pretrain``, ``target``, ``freezing``, ``seed``, ``pixel_size`` [Å], and the
-    ``precision`` and ``config_hash`` of the runs these models repeat (the site shows the
-    file only beside stored runs with that hash).
+    ``precision`` and ``config_hash`` of the runs these models repeat (the site says
+    whether stored runs carry that hash). ``precision`` defaults to that of the series'
+    stored runs in ``results_root`` (:func:`hrtem_tl.study.sweep_precision`), so the
+    models are those runs' models; bf16 is refused on a CPU that would emulate it.
     """
     cases = CASES.get(series.name, []) if cases is None else cases
     if not cases:
@@ -57,7 +60,11 @@ def export_predictions(series: Series, out: Path, *, data_root: Path = DEFAULT_R
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     profile = series.profile
-    precision = precision or Precision.choose(profile.training.mixed_precision)
+    if precision is None:
+        from .study import check_runs_fast, sweep_precision
+
+        precision = sweep_precision(series, results_root)
+        check_runs_fast(precision)
     specs = [RunSpec(series.name, pre, target, freezing, seed) for pre, target in cases]
     for spec in specs:
         check_spec(series, spec)

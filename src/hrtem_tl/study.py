@@ -102,9 +102,9 @@ def sweep_precision(series: Series, results_root: Path = DEFAULT_RESULTS, choice
 def check_runs_fast(precision: Precision) -> None:
     """Refuse bf16 on a CPU that only emulates it (many times slower than fp32)."""
     if precision.device == "cpu" and precision.name == "bf16" and not bf16_supported():
-        raise ValueError("this sweep trains in bf16 (the precision of its stored runs), but this CPU has no native "
-                         "bf16 (AMX or AVX512-BF16) and would emulate it many times slower: run it on such a machine, "
-                         "or start it afresh in fp32 with --precision fp32 and another --results folder")
+        raise ValueError("this sweep trains in bf16 (asked for, or the precision of its stored runs), but this CPU "
+                         "has no native bf16 (AMX or AVX512-BF16) and would emulate it many times slower: run it on "
+                         "such a machine, or start it afresh in fp32 with --precision fp32 and another --results folder")
 
 
 def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: int = 1,
@@ -112,7 +112,8 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     """What a sweep of ``series`` still has to do, and how long that should take.
 
     Counts: ``runs`` (planned), ``pending``, ``pretrained`` (models those need),
-    ``controls``; ``precision`` (:func:`sweep_precision` of ``precision``); ``stale``: why
+    ``controls``; ``precision`` (:func:`sweep_precision` of ``precision``); ``refused``: why
+    :func:`run_study` would refuse that precision on this machine, or None; ``stale``: why
     the stored runs cannot be resumed (other settings), or None. Time [h]: pending pretrainings and transfers times the median stage
     wall times of stored runs of the same profile, crop and protocol in any series of
     ``results_root`` (measured with one thread per worker, as a sweep runs), divided by
@@ -132,9 +133,14 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
         done, stale = set(), str(err)  # stale runs do not count; the sweep itself stops on them
     pending = [s for s in specs if s.run_id not in done]
     models = {s.pretrain_id for s in pending}
+    try:
+        check_runs_fast(precision)
+        refused = None
+    except ValueError as err:
+        refused = str(err)
     out = {"series": series.name, "profile": profile.name, "runs": len(specs), "pending": len(pending),
            "pretrained": len(models), "controls": sum(s.kind == "control" for s in pending), "hours": None,
-           "stale": stale, "precision": precision.name,
+           "stale": stale, "precision": precision.name, "refused": refused,
            "basis": f"no stored {precision.name} runs of this profile, crop and protocol to take rates from"}
     reference = []
     for path in sorted(Path(results_root).glob("*/runs.parquet")):

@@ -35,7 +35,7 @@ LAYOUT_JS = """(plot) => {
   const rects = [];
   plot.querySelectorAll('.gtitle, .annotation-text, .g-xtitle text, .g-ytitle text, .g-x2title text, '
                         + '.g-y2title text, .xtick text, .x2tick text, .x3tick text, .ytick text, .y2tick text, '
-                        + '.updatemenu-button').forEach(t => {
+                        + '.legendtext, .updatemenu-button').forEach(t => {
     const r = t.getBoundingClientRect();
     if (r.width > 0 && r.height > 0 && (t.textContent.trim() || t.classList.contains('updatemenu-button')))
       rects.push({text: t.textContent.trim() || 'button', r});
@@ -144,7 +144,9 @@ def test_every_figure_offers_its_plotted_values_as_csv(paper_url, browser):
     lattice = [f for f in figures if "after transfer learning to it" in f["text"]]
     assert len(lattice) == 1
     got = pd.read_csv(io.StringIO(lattice[0]["text"]))
-    got = got[got["trace"] == "after transfer learning to it"].set_index("y")["x"]
+    got = got[got["trace"] == "after transfer learning to it"].set_index("y")
+    assert (got["low"] < got["x"]).all() and (got["x"] < got["high"]).all()  # the 95 % intervals come along
+    got = got["x"]
     runs = pd.read_parquet(ROOT / "data" / "results" / "structure" / "runs.parquet")
     evals = pd.read_parquet(ROOT / "data" / "results" / "structure" / "evaluations.parquet")
     tl = runs[(runs["kind"] == "transfer") & runs["target_domain"].str.endswith("_small")
