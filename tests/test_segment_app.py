@@ -127,3 +127,15 @@ def test_no_model_gives_one_line_on_how_to_get_one(monkeypatch, tmp_path):
     app = SegmentApp()
     (status,) = app.widget.children
     assert "export-model" in status.value and "finetune" in status.value and "\n" not in status.value
+
+
+def test_the_committed_voila_app_notebook_holds_no_outputs():
+    """Voila executes widgets/app.ipynb itself; saved widget views would point at widget
+    models of a kernel long gone ("widget model not found" in the browser)."""
+    import json
+    from pathlib import Path
+
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "widgets" / "app.ipynb").read_text())
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c.get("outputs") for c in code)
+    assert "widgets" not in notebook.get("metadata", {})  # no saved widget state either

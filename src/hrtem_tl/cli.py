@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -182,9 +183,13 @@ def _dispatch(args) -> int:
             print(f"{name:6s} {p.description}")
         return 0
     if args.verb == "notebooks":
-        from .notebooks import execute, find_notebooks
+        from .notebooks import SKIP, execute, find_notebooks
 
-        for path, seconds in execute(args.paths or find_notebooks()):
+        paths = [Path(p) for p in args.paths] or find_notebooks()
+        skipped = [p for p in paths if Path(os.path.normpath(p)).as_posix() in SKIP]
+        for path in skipped:
+            print(f"skipped {path}: Voila executes the app itself; its committed copy keeps no outputs")
+        for path, seconds in execute([p for p in paths if p not in skipped]):
             print(f"executed {path} in {seconds:.1f} s")
         return 0
     if args.verb == "import-original":
