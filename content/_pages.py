@@ -205,13 +205,11 @@ def _profile_of(data: SeriesData):
 
 def is_current(data: SeriesData) -> bool:
     """Whether the stored runs have the config hash the profile gives today (at their precision)."""
-    import torch
-
     from hrtem_tl.experiment import run_config_hash
     from hrtem_tl.train import Precision
 
     first = data.runs.iloc[0]
-    precision = Precision(str(first["device"]), torch.bfloat16 if first["precision"] == "bf16" else None)
+    precision = Precision.named(str(first["precision"]), str(first["device"]))
     return first["config_hash"] == run_config_hash(_profile_of(data), data.name, precision)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets import DEFAULT_ROOT, save_npz
-from .results import DEFAULT_RESULTS
 from .experiment import (DEFAULT_CHECKPOINTS, REPORT_SPLIT, RunSpec, check_spec, domain_data, pretrained,
                          run_config_hash, transfer_stage)
 from .metrics import ConfusionCounts
+from .results import DEFAULT_RESULTS
 from .series import Series
 from .train import Precision, predict
 
