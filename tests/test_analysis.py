@@ -264,6 +264,15 @@ def test_worse_than_start_compares_each_transfer_with_its_pretrained_model():
     assert w.loc[w["pair"] == "Cu_small>Cu_large", "same_lattice"].all()
 
 
+def test_seed_ranges_span_the_seeds_of_one_configuration():
+    runs, evals = fake_results(["dose30", "dose600"], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1 + 0.05 * s,
+                               seeds=(0, 1, 2), control_change=0.0)
+    r = M.seed_ranges(runs, evals, "dice")
+    assert len(r) == 2 * 3 and np.allclose(r, 0.1)  # two pairs x three freezing options; controls left out
+    one = fake_results(["dose30", "dose600"], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,))
+    assert M.seed_ranges(*one).empty  # a configuration with one seed has no range
+
+
 # --------------------------------------------------------------------------- claims end to end
 
 LEVEL = {d: i for i, d in enumerate(DOSES)}  # 0 = lowest dose

@@ -102,6 +102,21 @@ def test_measures_recover_planted_ratios(root):
     assert D.mixture_against_transfer({"cpu": b}, {"cpu": t}, 48, "target")["n"] == 0  # no TL with 48 images
 
 
+def test_mixture_and_transfer_compares_runs_at_the_set_sizes_both_used(root):
+    tables, base = read_results(root, "defocus"), read_results(root, "baseline")
+    assert D.shared_sizes({"cpu": base}, {"cpu": tables}) == [16, 32]  # the mixtures' 48 has no transfer
+    b = _set_losses(base, lambda ev: pd.Series(np.where(ev["eval_domain"] == ev["target_domain"], 0.08, 0.3)))
+    t = _set_losses(tables, lambda ev: pd.Series(np.where(ev["seed"] == 0, 0.04, 0.06)))
+    table = D.mixture_and_transfer({"cpu": b}, {"cpu": t}, 32)
+    mix, tl = table.loc["mixture"], table.loc["transfer learning"]
+    assert (mix["target median"], mix["source median"]) == (pytest.approx(0.08), pytest.approx(0.3))
+    assert (tl["target lowest"], tl["target highest"]) == (pytest.approx(0.04), pytest.approx(0.06))
+    pairs = base["runs"][["pretrain_domain", "target_domain"]].drop_duplicates()
+    assert mix["pairs"] == tl["pairs"] == len(pairs)
+    assert tl["runs"] == len(t["runs"].query("transfer_images == 32").merge(pairs))
+    assert mix["runs"] == (base["runs"]["minor_images"] == 32).sum()
+
+
 def test_in_focus_penalty_and_lr_table(root):
     tables = read_results(root, "defocus")
     t = _set_losses(tables, lambda ev: pd.Series(np.where(ev["eval_domain"] == "df0", 0.3, 0.1)))

@@ -98,6 +98,32 @@ def mixture_against_transfer(base: dict, tl: dict, images: int, role: str, metri
     return as_percent(S.paired(np.log(med["transfer learning"] / med["mixture"])))
 
 
+def shared_sizes(base: dict, tl: dict) -> list[int]:
+    """Numbers of target-domain images that both the mixtures and the transfers used."""
+    (frame,) = baseline_rows(base, tl).values()
+    per_approach = frame.groupby("approach")["images"].unique()
+    if len(per_approach) < 2:
+        return []
+    return sorted(int(n) for n in set.intersection(*(set(v) for v in per_approach)))
+
+
+def mixture_and_transfer(base: dict, tl: dict, images: int, metric: str = "loss") -> pd.DataFrame:
+    """For few domain pairs, where no interval over pairs exists: per approach (mixture,
+    transfer learning) with ``images`` target-domain images, the median, lowest and
+    highest ``metric`` over its runs (seeds; for transfer learning also freezing options)
+    on the target and on the source domain, and the number of runs and pairs."""
+    (frame,) = baseline_rows(base, tl).values()
+    frame = frame[frame["images"] == images]
+    rows = {}
+    for approach, part in frame.groupby("approach"):
+        row = {"runs": len(part), "pairs": part["pair"].nunique()}
+        for role in ("target", "source"):
+            v = part[f"{role}_{metric}"]
+            row |= {f"{role} median": v.median(), f"{role} lowest": v.min(), f"{role} highest": v.max()}
+        rows[approach] = row
+    return pd.DataFrame(rows).T
+
+
 def ood_change(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
     """Per freezing option: share of runs whose spread over the non-target defocus
     domains grew, and the mean per-pair log ratio after/before with its interval (%)."""

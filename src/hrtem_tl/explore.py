@@ -26,7 +26,7 @@ from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .results import REDUCTIONS, ResultsError, as_array, matrices, read_results, transfers
-from .series import DOSES, FREEZING
+from .series import DEFOCI, DOSES, FREEZING
 from .lattices import LATTICES
 
 METRIC_TITLES = {
@@ -65,7 +65,9 @@ def series_domains(series: str, size: str = "small") -> list[str]:
         return [f"dose{d}" for d in DOSES]
     if series == "structure":
         return [f"{f}_{size}" for f in LATTICES]
-    raise ValueError(f"no explorer for series {series!r}")
+    if series == "defocus":
+        return [f"df{d}" for d in DEFOCI]
+    raise ValueError(f"no domain order for series {series!r}")
 
 
 AXIS_TITLES = {

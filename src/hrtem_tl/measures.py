@@ -327,6 +327,16 @@ def worse_than_start(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str 
                          "start": start, "end": end, "worse": end < start})
 
 
+def seed_ranges(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str = "dice") -> pd.Series:
+    """The seed-to-seed noise of transfer learning: for each configuration (pair,
+    freezing option, transfer-set size) trained with two or more seeds, the range
+    (highest minus lowest) of ``metric`` on the target over its seeds."""
+    cells = model_cells(runs, evaluations, "transfer").merge(runs[["run_id", "transfer_images"]], left_on="model",
+                                                             right_on="run_id")
+    g = cells.groupby(["pretrain_domain", "target_domain", "freezing", "transfer_images"])[metric]
+    return (g.max() - g.min())[g.count() >= 2]
+
+
 def size_cells(runs: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:
     """:func:`model_cells` after transfer learning (full fine-tuning runs, on their target)
     with each run's ``transfer_images``."""
