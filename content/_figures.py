@@ -50,7 +50,7 @@ def stack_when_narrow(fig, panel_px: int = 280, gap_px: int = 110) -> None:
     """Give a one-row figure of side-by-side panels a phone layout: panels stacked, each
     ``panel_px`` tall with ``gap_px`` between them for the axis title and the next panel's
     title. Stored as ``layout.meta.narrow`` (Plotly attribute strings), which the site's
-    script applies where the figure is narrower than 600 px."""
+    script applies where the figure is narrower than the explorers' breakpoint (640 px)."""
     n = sum(1 for key in fig.layout.to_plotly_json() if key.startswith("xaxis"))
     plot = n * panel_px + (n - 1) * gap_px
     margin = fig.layout.margin

@@ -33,6 +33,26 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# JavaScript shared by the layout checks (prepended to a page function's body):
+# textBoxes(plot, selectors, keep) lists the visible texts of one Plotly div as
+# {text, r (client rectangle), el}; overlapping(boxes, same) the text pairs whose
+# rectangles overlap by more than 2 px both ways (``same(a, b)``: pairs to compare).
+TEXT_BOXES_JS = """
+  const textBoxes = (plot, selectors, keep) => [...plot.querySelectorAll(selectors)]
+    .map(el => ({text: el.textContent.trim(), r: el.getBoundingClientRect(), el}))
+    .filter(b => b.r.width > 0 && b.r.height > 0 && keep(b));
+  const overlapping = (boxes, same) => {
+    const bad = [];
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r, b = boxes[j].r;
+      const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (dx > 2 && dy > 2 && same(boxes[i], boxes[j])) bad.push([boxes[i].text, boxes[j].text]);
+    }
+    return bad;
+  };
+"""
+
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly
 import pytest
 
+from conftest import ARTIFACTS, CHROMIUM, TEXT_BOXES_JS
 from hrtem_testutils import synthetic_results
 
 from hrtem_tl.explore import explorer_html, series_domains
@@ -24,10 +25,8 @@ from hrtem_tl.metrics import METRICS
 from hrtem_tl.results import matrices, read_results
 from hrtem_tl.series import FREEZING
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh)")]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -155,23 +154,12 @@ def test_original_source_disables_metrics_and_ranks_agree(site, browser, series)
     page.close()
 
 
-OVERLAPS_JS = """(root) => {
-  // every visible text of the explorer's figures, as rectangles, and the pairs that overlap
-  const rects = [];
-  document.querySelectorAll(root + ' .js-plotly-plot').forEach((plot, f) => {
-    plot.querySelectorAll('.gtitle, .annotation-text, .xtitle, .x2title, .x3title, .ytitle, '
-                          + '.xtick text, .x2tick text, .x3tick text').forEach(t => {
-      const r = t.getBoundingClientRect();
-      if (r.width > 0 && r.height > 0 && t.textContent.trim()) rects.push({f, text: t.textContent, r});
-    });
-  });
-  const bad = [];
-  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
-    const a = rects[i].r, b = rects[j].r;
-    const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-    const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-    if (rects[i].f === rects[j].f && dx > 2 && dy > 2) bad.push([rects[i].text, rects[j].text]);
-  }
+OVERLAPS_JS = """(root) => {""" + TEXT_BOXES_JS + """
+  // every visible text of the explorer's figures, and the pairs within one figure that overlap
+  const rects = [...document.querySelectorAll(root + ' .js-plotly-plot')].flatMap((plot, f) =>
+    textBoxes(plot, '.gtitle, .annotation-text, .xtitle, .x2title, .x3title, .ytitle, '
+                    + '.xtick text, .x2tick text, .x3tick text', b => b.text).map(b => ({...b, f})));
+  const bad = overlapping(rects, (a, b) => a.f === b.f);
   const box = document.querySelector(root).getBoundingClientRect();
   const wide = [...document.querySelectorAll(root + ' .js-plotly-plot .main-svg')]
     .filter(s => s.getBoundingClientRect().right > box.right + 1).length;

@@ -98,9 +98,11 @@
       var fig = JSON.parse(s.textContent);
       var config = Object.assign({ responsive: true, displaylogo: false }, fig.config || {});
       // layout.meta.narrow: Plotly attribute strings applied where the figure's box is
-      // narrower than layout.meta.narrow_below px (default 600), e.g. panels stacked on a phone
+      // narrower than layout.meta.narrow_below px, by default the explorers' breakpoint
+      // (window.hrtemNarrow, 640 px, where SITE_SCRIPTS loads the figure helpers), so
+      // notebook figures and explorers change to their phone layouts at the same width
       var meta = (fig.layout && fig.layout.meta) || {};
-      var below = meta.narrow_below || 600;
+      var below = meta.narrow_below || window.hrtemNarrow || 640;
       var narrow = null;
       var draw = function () {
         narrow = !!meta.narrow && target.clientWidth < below;
