@@ -404,7 +404,8 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
     _, kwargs = local_study
     results = tmp_path / "results"
     shutil.copytree(kwargs["results_root"], results)
-    assert St.sweep_precision(tiny_series, tmp_path / "none").name == Precision.choose().name
+    mixed = tiny_series.profile.training.mixed_precision  # the profile may ask for fp32 whatever the CPU
+    assert St.sweep_precision(tiny_series, tmp_path / "none").name == Precision.choose(mixed).name
     assert St.sweep_precision(tiny_series, results, "fp32").name == "fp32"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         St.sweep_precision(tiny_series, results, "fp8")
@@ -420,7 +421,7 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
     runs["config_hash"] = "0123456789abcdef"  # runs of other settings: the machine's best
     runs["precision"] = "bf16"
     runs.to_parquet(R.table_path(results, "defocus", "runs"))
-    assert St.sweep_precision(tiny_series, results).name == Precision.choose().name
+    assert St.sweep_precision(tiny_series, results).name == Precision.choose(mixed).name
     monkeypatch.setattr(St, "bf16_supported", lambda: False)
     assert "no native bf16" in St.projection(tiny_series, results, precision="bf16")["refused"]  # --plan says so
     assert St.projection(tiny_series, results, precision="fp32")["refused"] is None
@@ -552,3 +553,20 @@ def test_the_baseline_series_trains_one_mixture_model_per_run(tiny_data, tiny_pr
         E.check_spec(series, E.RunSpec("baseline", "df-5", "df0", "none", 0, 2))
     with pytest.raises(ValueError, match="one stage with every weight"):
         E.check_spec(series, E.RunSpec("baseline", "df-5", "df0", "decoder", 0, 1))
+
+
+def test_the_projection_overhead_leaves_out_pauses_and_the_time_between_series():
+    from hrtem_tl.study import elapsed_overhead
+
+    def sweep(folder, start, n=6, pause_after=None):
+        """n transfer runs of 10 s stage time finishing every 12 s on one worker (1.2x)."""
+        t = start + 12.0 * np.arange(n)
+        if pause_after is not None:
+            t[pause_after:] += 5 * 3600  # stopped, resumed five hours later
+        return pd.DataFrame({"folder": folder, "finished_at": t, "pretrain_id": [f"{folder}{i}" for i in range(n)],
+                             "wall_pretrain_s": 0.0, "wall_transfer_s": 10.0, "kind": "transfer"})
+
+    runs = pd.concat([sweep("noise", 0.0, pause_after=3), sweep("tlsize", 30 * 86400.0)])  # a month apart
+    assert elapsed_overhead(runs, workers=1, pause_s=600) == pytest.approx(1.2)
+    assert elapsed_overhead(sweep("noise", 0.0).assign(wall_transfer_s=20.0), 1, 600) == 1.0  # never below 1
+    assert elapsed_overhead(sweep("noise", 0.0, n=3), 1, 600) == 1.0  # too few runs to measure

@@ -19,6 +19,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -154,17 +155,34 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
         models_ref = ref.drop_duplicates("pretrain_id")
         staged_tl = ref[ref["kind"] != "baseline"]["wall_transfer_s"]  # a baseline run has one stage
         pre, tl = float(models_ref["wall_pretrain_s"].median()), float(staged_tl.median())
-        # evaluation, loading and whatever else shared the machine: the stored runs' real
-        # elapsed time over the sum of their stage times (per worker), at least 1
-        span = float(ref["finished_at"].max() - ref["finished_at"].min())
-        staged = (models_ref["wall_pretrain_s"].sum() + staged_tl.sum()) / workers
-        overhead = max(1.0, span / staged) if len(ref) > 4 and staged > 0 else 1.0
+        overhead = elapsed_overhead(ref, workers, pause_s=10 * max(pre, tl))
         transfers = sum(s.kind != "baseline" for s in pending)  # a baseline run is one pretraining-length stage
         out["hours"] = overhead * (len(models) * pre + transfers * tl) / workers / 3600
         out["basis"] = (f"median stage times of {len(ref)} stored {precision.name} runs ({', '.join(sorted(set(ref['folder'])))}): "
                         f"pretraining {pre:.0f} s, transfer {tl:.0f} s per worker, times {overhead:.2f} for "
                         "evaluation and loading as those runs measured it; simulation not included")
     return out
+
+
+def elapsed_overhead(runs: pd.DataFrame, workers: int, pause_s: float) -> float:
+    """Real elapsed time of stored runs over the sum of their stage times per worker (at
+    least 1): what evaluation, loading and anything else sharing the machine added.
+
+    Elapsed time is summed series by series (``folder``) over the gaps between
+    consecutive finished runs, leaving out gaps longer than ``pause_s`` [s]: a sweep
+    stopped and resumed later, or series run on different days, adds no time.
+    """
+    elapsed, staged = 0.0, 0.0
+    for _, part in runs.groupby("folder"):
+        if len(part) < 5:
+            continue
+        gaps = np.diff(np.sort(part["finished_at"].to_numpy(float)))
+        kept = gaps <= pause_s
+        elapsed += float(gaps[kept].sum())
+        stages = part.drop_duplicates("pretrain_id")["wall_pretrain_s"].sum() + part.loc[
+            part["kind"] != "baseline", "wall_transfer_s"].sum()
+        staged += float(stages) / workers * kept.sum() / len(part)  # the stage time of as many runs as gaps kept
+    return max(1.0, elapsed / staged) if staged > 0 else 1.0
 
 
 def _set_threads(threads: int | None) -> None:
