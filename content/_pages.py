@@ -112,6 +112,8 @@ def pct(x, digits: int | None = None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     v = 100 * float(x)
+    if v == 0:
+        return "0 %"
     if digits is not None:
         return f"{v:.{digits}f} %"
     if v != 0 and abs(v) < 0.01:
@@ -336,7 +338,7 @@ def table_html(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-AGREEMENT_SERIES = {"noise": "doses", "structure": "lattices (small particles)"}
+AGREEMENT_SERIES = {"noise": "doses", "structure": "lattices (small particles)", "defocus": "defocus values"}
 
 
 def _loss_matrices(runs: pd.DataFrame, evals: pd.DataFrame, series: str) -> dict[str, np.ndarray]:
