@@ -94,6 +94,15 @@ def planned_runs(series: str, profile: str) -> int:
     return len(plan(Series(series, load_profile(profile))))
 
 
+def grid_state(data: SeriesData) -> tuple[bool, str]:
+    """Whether a stored series holds its whole grid, and its run count as text. A
+    protocol-1 series predates the current grid and counts as complete as it stands."""
+    if int(data.runs["protocol"].max()) < 2:
+        return True, f"{len(data.runs):,} (protocol-1 grid)"
+    planned = planned_runs(data.name, data.profile)
+    return len(data.runs) >= planned, f"{len(data.runs):,} of {planned:,}"
+
+
 def fmt(x, digits: int = 3) -> str:
     """A number with ``digits`` significant digits (thousands separated), or an en dash."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -361,8 +370,10 @@ def _axis_shares(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[float, float]
 def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
     """Per matrix figure and stage: Spearman rank correlation of our median loss cells
     with the original's (all freezing options pooled; the transfer matrix without its
-    diagonal), beside the same correlation between our two seeds (how well we agree with
-    ourselves), and the share of the spread the target axis explains in each source."""
+    diagonal; for defocus, the original's runs at our learning rates only), beside the
+    same correlation between our two seeds (how well we agree with ourselves), and the
+    share of the spread the target axis explains in each source. Series whose grid is
+    not complete are left out."""
     from hrtem_tl.explore import rank_agreement
 
     rows = []
@@ -372,8 +383,13 @@ def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
             theirs = read_results(root / "original", series)
         except ResultsError:
             continue
-        if not ours.ok:
-            continue
+        if not ours.ok or not grid_state(ours)[0]:
+            continue  # a partial grid's cells are not comparable with a complete one's
+        if series == "defocus":  # the original varied learning rates; compare the pairs we ran
+            ran = set(zip(ours.runs["lr_pretrain"], ours.runs["lr_transfer"]))
+            keep = [pair in ran for pair in zip(theirs["runs"]["lr_pretrain"], theirs["runs"]["lr_transfer"])]
+            theirs = {"runs": theirs["runs"][keep],
+                      "evaluations": theirs["evaluations"][theirs["evaluations"]["run_id"].isin(theirs["runs"].loc[keep, "run_id"])]}
         a = _loss_matrices(ours.runs, ours.evaluations, series)
         b = _loss_matrices(theirs["runs"], theirs["evaluations"], series)
         seeds = sorted(ours.runs["seed"].unique())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run (or resume) the shipped cpu-profile studies in the background, niced and logged.
-# Usage: scripts/run-cpu-studies.sh [series ...]   (default: noise structure tlsize)
+# Usage: scripts/run-cpu-studies.sh [series ...]   (default: noise tlsize defocus baseline structure)
 # Safe to stop at any time (even kill -9) and start again: finished runs are skipped.
 #
 # A series whose committed runs in data/results were made with other settings (a
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p logs
-for series in "${@:-noise structure tlsize}"; do
+for series in "${@:-noise tlsize defocus baseline structure}"; do
   for s in $series; do
     echo "$(date -Is) start $s" >> logs/study-cpu.log
     root=data/results

@@ -269,6 +269,12 @@ def test_seed_ranges_span_the_seeds_of_one_configuration():
                                seeds=(0, 1, 2), control_change=0.0)
     r = M.seed_ranges(runs, evals, "dice")
     assert len(r) == 2 * 3 and np.allclose(r, 0.1)  # two pairs x three freezing options; controls left out
+    # two transfer-set sizes of one configuration are two configurations, not two seeds
+    big = runs[runs["kind"] == "transfer"].assign(transfer_images=64, run_id=lambda f: f["run_id"] + "|n64")
+    big_evals = evals.merge(runs[["run_id"]]).assign(run_id=lambda f: f["run_id"] + "|n64")
+    big_evals = big_evals[big_evals["run_id"].isin(big["run_id"])].assign(dice=lambda f: f["dice"] + 0.5)
+    both = M.seed_ranges(pd.concat([runs, big]), pd.concat([evals, big_evals]), "dice")
+    assert len(both) == 2 * 6 and np.allclose(both, 0.1)
     one = fake_results(["dose30", "dose600"], lambda a, d, s: 0.2, lambda a, b, f, s: 0.1, seeds=(0,))
     assert M.seed_ranges(*one).empty  # a configuration with one seed has no range
 

@@ -102,19 +102,29 @@ def test_measures_recover_planted_ratios(root):
     assert D.mixture_against_transfer({"cpu": b}, {"cpu": t}, 48, "target")["n"] == 0  # no TL with 48 images
 
 
-def test_mixture_and_transfer_compares_runs_at_the_set_sizes_both_used(root):
+def test_mixture_and_transfer_compares_seeds_on_the_pairs_both_approaches_share(root):
     tables, base = read_results(root, "defocus"), read_results(root, "baseline")
     assert D.shared_sizes({"cpu": base}, {"cpu": tables}) == [16, 32]  # the mixtures' 48 has no transfer
-    b = _set_losses(base, lambda ev: pd.Series(np.where(ev["eval_domain"] == ev["target_domain"], 0.08, 0.3)))
-    t = _set_losses(tables, lambda ev: pd.Series(np.where(ev["seed"] == 0, 0.04, 0.06)))
-    table = D.mixture_and_transfer({"cpu": b}, {"cpu": t}, 32)
-    mix, tl = table.loc["mixture"], table.loc["transfer learning"]
-    assert (mix["target median"], mix["source median"]) == (pytest.approx(0.08), pytest.approx(0.3))
-    assert (tl["target lowest"], tl["target highest"]) == (pytest.approx(0.04), pytest.approx(0.06))
-    pairs = base["runs"][["pretrain_domain", "target_domain"]].drop_duplicates()
-    assert mix["pairs"] == tl["pairs"] == len(pairs)
-    assert tl["runs"] == len(t["runs"].query("transfer_images == 32").merge(pairs))
-    assert mix["runs"] == (base["runs"]["minor_images"] == 32).sum()
+    no_tl = {"cpu": {**tables, "runs": tables["runs"].iloc[:0]}}
+    assert D.shared_sizes({"cpu": base}, no_tl) == [] and D.shared_pairs({"cpu": base}, no_tl, 32) == []
+    # mixtures of one pair only: the comparison keeps that pair of the transfers
+    one = base["runs"][(base["runs"]["pretrain_domain"] == "df-5") & (base["runs"]["target_domain"] == "df5")]
+    b = {**base, "runs": one}
+    assert D.shared_pairs({"cpu": b}, {"cpu": tables}, 32) == ["-5 → 5"]
+
+    def mixture(ev):  # seed 0: 0.08 on the target, seed 1: 0.10; 0.3 on the source
+        return pd.Series(np.where(ev["eval_domain"] == ev["target_domain"], 0.08 + 0.02 * ev["seed"], 0.3))
+
+    def transfer(ev):  # full fine-tuning 0.04 (seed 0) or 0.06 (seed 1); frozen options far off; others 0.5
+        on_pair = (ev["pretrain_domain"] == "df-5") & (ev["target_domain"] == "df5")
+        full = np.where(ev["freezing"] == "none", 0.04 + 0.02 * ev["seed"], 9.0)
+        return pd.Series(np.where(on_pair, np.where(ev["eval_domain"] == "df-5", 0.2 + full, full), 0.5))
+
+    table = D.mixture_and_transfer({"cpu": _set_losses(b, mixture)}, {"cpu": _set_losses(tables, transfer)}, 32)
+    assert list(table.index) == [("mixture", 0), ("mixture", 1), ("transfer learning", 0), ("transfer learning", 1)]
+    np.testing.assert_allclose(table["target"], [0.08, 0.10, 0.04, 0.06])
+    np.testing.assert_allclose(table["source"], [0.3, 0.3, 0.24, 0.26])
+    assert (table["pairs"] == 1).all()
 
 
 def test_in_focus_penalty_and_lr_table(root):

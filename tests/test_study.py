@@ -568,5 +568,11 @@ def test_the_projection_overhead_leaves_out_pauses_and_the_time_between_series()
 
     runs = pd.concat([sweep("noise", 0.0, pause_after=3), sweep("tlsize", 30 * 86400.0)])  # a month apart
     assert elapsed_overhead(runs, workers=1, pause_s=600) == pytest.approx(1.2)
+    # two series whose runs interleave in time are measured each on its own (pooled: 0.57, clamped to 1)
+    interleaved = pd.concat([sweep("noise", 0.0), sweep("tlsize", 3.0)])
+    assert elapsed_overhead(interleaved, workers=1, pause_s=600) == pytest.approx(1.2)
+    # a pretrained model's stage counts once however many runs share it; two workers halve the stage time
+    shared = sweep("noise", 0.0).assign(pretrain_id="one", wall_pretrain_s=12.0, wall_transfer_s=18.0)
+    assert elapsed_overhead(shared, workers=2, pause_s=600) == pytest.approx(60 / ((12 + 6 * 18) / 2 * 5 / 6))
     assert elapsed_overhead(sweep("noise", 0.0).assign(wall_transfer_s=20.0), 1, 600) == 1.0  # never below 1
     assert elapsed_overhead(sweep("noise", 0.0, n=3), 1, 600) == 1.0  # too few runs to measure

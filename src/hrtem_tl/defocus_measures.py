@@ -98,30 +98,34 @@ def mixture_against_transfer(base: dict, tl: dict, images: int, role: str, metri
     return as_percent(S.paired(np.log(med["transfer learning"] / med["mixture"])))
 
 
+def shared_pairs(base: dict, tl: dict, images: int) -> list[str]:
+    """The domain pairs for which both the mixtures and the transfers used ``images``
+    target-domain images."""
+    (frame,) = baseline_rows(base, tl).values()
+    frame = frame[frame["images"] == images]
+    per_approach = [set(part["pair"]) for _, part in frame.groupby("approach")]
+    return sorted(set.intersection(*per_approach)) if len(per_approach) == 2 else []
+
+
 def shared_sizes(base: dict, tl: dict) -> list[int]:
     """Numbers of target-domain images that both the mixtures and the transfers used."""
     (frame,) = baseline_rows(base, tl).values()
-    per_approach = frame.groupby("approach")["images"].unique()
-    if len(per_approach) < 2:
-        return []
-    return sorted(int(n) for n in set.intersection(*(set(v) for v in per_approach)))
+    per_approach = [set(part["images"]) for _, part in frame.groupby("approach")]
+    return sorted(int(n) for n in set.intersection(*per_approach)) if len(per_approach) == 2 else []
 
 
 def mixture_and_transfer(base: dict, tl: dict, images: int, metric: str = "loss") -> pd.DataFrame:
-    """For few domain pairs, where no interval over pairs exists: per approach (mixture,
-    transfer learning) with ``images`` target-domain images, the median, lowest and
-    highest ``metric`` over its runs (seeds; for transfer learning also freezing options)
-    on the target and on the source domain, and the number of runs and pairs."""
+    """For few domain pairs, where no interval over pairs exists: ``metric`` on the target
+    and on the source domain per approach and seed (the independent unit), each a mean
+    over the pairs both approaches share, with ``images`` target-domain images; transfer
+    learning with nothing frozen, the setting a mixture is compared with. Index
+    (approach, seed); columns ``target``, ``source`` and ``pairs``."""
     (frame,) = baseline_rows(base, tl).values()
-    frame = frame[frame["images"] == images]
-    rows = {}
-    for approach, part in frame.groupby("approach"):
-        row = {"runs": len(part), "pairs": part["pair"].nunique()}
-        for role in ("target", "source"):
-            v = part[f"{role}_{metric}"]
-            row |= {f"{role} median": v.median(), f"{role} lowest": v.min(), f"{role} highest": v.max()}
-        rows[approach] = row
-    return pd.DataFrame(rows).T
+    pairs = shared_pairs(base, tl, images)
+    frame = frame[(frame["images"] == images) & frame["pair"].isin(pairs) & (frame["freezing"] == "none")]
+    out = frame.groupby(["approach", "seed"])[[f"target_{metric}", f"source_{metric}"]].mean()
+    out.columns = ["target", "source"]
+    return out.assign(pairs=len(pairs))
 
 
 def ood_change(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:

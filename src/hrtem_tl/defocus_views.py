@@ -55,7 +55,7 @@ def lr_text(value: float) -> str:
 
 def lr_pair(runs: pd.DataFrame) -> pd.Series:
     """``"1e-3 → 1e-4"`` (pretraining → transfer learning) per run."""
-    return runs["lr_pretrain"].map(lr_text) + " → " + runs["lr_transfer"].map(lr_text)
+    return runs["lr_pretrain"].map(lr_text).astype(str) + " → " + runs["lr_transfer"].map(lr_text).astype(str)
 
 
 def load_sources(results_root: Path, series: str) -> dict[str, dict[str, pd.DataFrame]]:
@@ -339,20 +339,22 @@ def gen_explorer(results_root: Path, element_id: str = "gen-explorer") -> str:
 def baseline_rows(sources_base: dict, sources_tl: dict) -> dict[str, pd.DataFrame]:
     """Per source: one row per model with ``approach`` (mixture | transfer), ``pair``
     (``"-10 → 5"``: pretraining or major domain → target or minor domain), ``images``
-    (target-domain images in training), ``lr`` (pretraining or single-stage rate), and
-    the metric on the ``target`` and on the ``source`` domain."""
+    (target-domain images in training), ``lr`` (pretraining or single-stage rate),
+    ``seed``, ``freezing`` (``none`` for a mixture) and the metric on the ``target`` and
+    on the ``source`` domain."""
     out = {}
     for profile in sources_base:
         base = sources_base[profile]
         runs = base["runs"][base["runs"]["kind"] == "baseline"]
         ev = base["evaluations"].merge(runs[["run_id", "pretrain_domain", "target_domain", "minor_images",
-                                             "lr_pretrain"]], on="run_id")
+                                             "lr_pretrain", "seed", "freezing"]], on="run_id")
         parts = [_two_domains(ev, "mixture", ev["minor_images"])]
         if profile in sources_tl:
             tl = long_table(sources_tl[profile])
             tl = tl[tl["stage"] == "transfer"].merge(
                 transfers(sources_tl[profile]["runs"])[["run_id", "lr_pretrain"]], on="run_id")
-            parts.append(_two_domains(tl, "transfer learning", tl["transfer_images"]))
+            if len(tl):
+                parts.append(_two_domains(tl, "transfer learning", tl["transfer_images"]))
         frame = pd.concat(parts, ignore_index=True)
         pairs = set(zip(runs["pretrain_domain"], runs["target_domain"]))
         keep = [p in pairs for p in zip(frame["major"], frame["minor"])]
@@ -370,7 +372,8 @@ def _two_domains(ev: pd.DataFrame, approach: str, images: pd.Series) -> pd.DataF
     metrics = [m for m in METRICS if m in ev]
     wide = ev.drop_duplicates(["run_id", "role"]).set_index(["run_id", "role"])[metrics].unstack("role")
     wide.columns = [f"{role}_{m}" for m, role in wide.columns]
-    keys = ev.drop_duplicates("run_id")[["run_id", "pretrain_domain", "target_domain", "images", "lr_pretrain"]]
+    keys = ev.drop_duplicates("run_id")[["run_id", "pretrain_domain", "target_domain", "images", "lr_pretrain",
+                                          "seed", "freezing"]]
     wide = keys.merge(wide.reset_index(), on="run_id").rename(columns={"pretrain_domain": "major",
                                                                        "target_domain": "minor"})
     return wide.assign(approach=approach, lr=wide["lr_pretrain"].map(lr_text))

@@ -329,12 +329,13 @@ def worse_than_start(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str 
 
 def seed_ranges(runs: pd.DataFrame, evaluations: pd.DataFrame, metric: str = "dice") -> pd.Series:
     """The seed-to-seed noise of transfer learning: for each configuration (pair,
-    freezing option, transfer-set size) trained with two or more seeds, the range
-    (highest minus lowest) of ``metric`` on the target over its seeds."""
-    cells = model_cells(runs, evaluations, "transfer").merge(runs[["run_id", "transfer_images"]], left_on="model",
+    freezing option, transfer-set size, learning rates) trained with two or more
+    seeds, the range (highest minus lowest) of ``metric`` on the target over its seeds."""
+    keys = ["transfer_images", "lr_pretrain", "lr_transfer"]
+    cells = model_cells(runs, evaluations, "transfer").merge(runs[["run_id", *keys]], left_on="model",
                                                              right_on="run_id")
-    g = cells.groupby(["pretrain_domain", "target_domain", "freezing", "transfer_images"])[metric]
-    return (g.max() - g.min())[g.count() >= 2]
+    g = cells.groupby(["pretrain_domain", "target_domain", "freezing", *keys])
+    return (g[metric].max() - g[metric].min())[g["seed"].nunique() >= 2]
 
 
 def size_cells(runs: pd.DataFrame, evaluations: pd.DataFrame) -> pd.DataFrame:

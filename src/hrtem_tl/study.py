@@ -170,7 +170,9 @@ def elapsed_overhead(runs: pd.DataFrame, workers: int, pause_s: float) -> float:
 
     Elapsed time is summed series by series (``folder``) over the gaps between
     consecutive finished runs, leaving out gaps longer than ``pause_s`` [s]: a sweep
-    stopped and resumed later, or series run on different days, adds no time.
+    stopped and resumed later, or series run on different days, adds no time. The
+    stored runs do not record how many workers made them; the ratio assumes ``workers``,
+    the number the projection is for.
     """
     elapsed, staged = 0.0, 0.0
     for _, part in runs.groupby("folder"):
