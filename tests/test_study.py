@@ -513,6 +513,26 @@ def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_stud
     assert empty["pending"] == 8 and empty["hours"] is None
 
 
+def test_a_projection_from_one_stage_baseline_runs_times_baselines_and_refuses_to_guess_transfers(
+        local_study, tiny_series, tmp_path):
+    """Stored runs that are all mixture baselines (one stage, no transfer time) time a
+    baseline sweep, and give a transfer series no number rather than 'nan h'."""
+    from dataclasses import replace
+
+    from hrtem_tl.study import projection
+
+    _, kwargs = local_study
+    runs = R.read_table(kwargs["results_root"], "defocus", "runs").assign(kind="baseline", wall_transfer_s=np.nan)
+    (tmp_path / "baseline").mkdir()
+    runs.to_parquet(R.table_path(tmp_path, "baseline", "runs"))
+    transfers = projection(tiny_series, tmp_path)
+    assert transfers["pending"] == 8 and transfers["hours"] is None and "no transfer stage" in transfers["basis"]
+    profile = replace(tiny_series.profile, study=replace(tiny_series.profile.study, baseline_pairs=(("df-5", "df0"),),
+                                                         baseline_minor=(1,)))
+    mixtures = projection(Series("baseline", profile), tmp_path)
+    assert mixtures["pending"] == 1 and mixtures["hours"] > 0 and "transfer" not in mixtures["basis"]
+
+
 def test_the_baseline_series_trains_one_mixture_model_per_run(tiny_data, tiny_profile, tmp_path, monkeypatch):
     """A baseline run: one stage on the major domain's training images with some replaced by
     minor-domain images of the transfer split, evaluated on every domain; the baseline

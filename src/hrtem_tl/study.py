@@ -154,12 +154,18 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
         ref = pd.concat(reference, ignore_index=True)
         models_ref = ref.drop_duplicates("pretrain_id")
         staged_tl = ref[ref["kind"] != "baseline"]["wall_transfer_s"]  # a baseline run has one stage
-        pre, tl = float(models_ref["wall_pretrain_s"].median()), float(staged_tl.median())
-        overhead = elapsed_overhead(ref, workers, pause_s=10 * max(pre, tl))
+        pre = float(models_ref["wall_pretrain_s"].median())
+        tl = float(staged_tl.median()) if len(staged_tl) else 0.0  # only one-stage (baseline) runs stored
         transfers = sum(s.kind != "baseline" for s in pending)  # a baseline run is one pretraining-length stage
+        if transfers and not len(staged_tl):
+            out["basis"] = (f"the stored {precision.name} runs of this profile, crop and protocol have no transfer "
+                            "stage to take a transfer rate from")
+            return out
+        overhead = elapsed_overhead(ref, workers, pause_s=10 * max(pre, tl))
         out["hours"] = overhead * (len(models) * pre + transfers * tl) / workers / 3600
+        stages = f"pretraining {pre:.0f} s" + (f", transfer {tl:.0f} s" if len(staged_tl) else "")
         out["basis"] = (f"median stage times of {len(ref)} stored {precision.name} runs ({', '.join(sorted(set(ref['folder'])))}): "
-                        f"pretraining {pre:.0f} s, transfer {tl:.0f} s per worker, times {overhead:.2f} for "
+                        f"{stages} per worker, times {overhead:.2f} for "
                         "evaluation and loading as those runs measured it; simulation not included")
     return out
 
