@@ -511,6 +511,9 @@ def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_stud
     assert every["hours"] > 0 and "stored runs (defocus)" in every["basis"].replace(f"{every['precision']} ", "")
     empty = projection(tiny_series, tmp_path / "none")
     assert empty["pending"] == 8 and empty["hours"] is None
+    # a sweep begun afresh in another folder takes its rates from the shipped results
+    fresh = projection(tiny_series, tmp_path / "none", rates_from=(kwargs["results_root"],))
+    assert fresh["pending"] == 8 and fresh["hours"] > every["hours"] and "defocus in results" in fresh["basis"]
 
 
 def test_a_projection_from_one_stage_baseline_runs_times_baselines_and_refuses_to_guess_transfers(

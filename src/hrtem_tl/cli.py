@@ -243,9 +243,10 @@ def _dispatch(args) -> int:
         print("\n".join(_evaluation_lines(rec.evaluations)))
         return 0
     if args.verb == "study" and args.plan:
+        from .results import DEFAULT_RESULTS
         from .study import projection
 
-        p = projection(series, args.results, args.workers, precision=args.precision)
+        p = projection(series, args.results, args.workers, precision=args.precision, rates_from=(DEFAULT_RESULTS,))
         hours = "unknown" if p["hours"] is None else f"{p['hours']:.1f} h"
         print(f"{p['series']} ({p['profile']}): {p['pending']} of {p['runs']} runs to do ({p['controls']} controls), "
               f"{p['pretrained']} pretrained models; {p['precision']}; projected {hours} with {args.workers} worker(s) "

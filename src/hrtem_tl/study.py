@@ -109,7 +109,8 @@ def check_runs_fast(precision: Precision) -> None:
 
 
 def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: int = 1,
-               freezing: tuple[str, ...] | None = None, precision: str = "auto") -> dict:
+               freezing: tuple[str, ...] | None = None, precision: str = "auto",
+               rates_from: tuple[Path, ...] = ()) -> dict:
     """What a sweep of ``series`` still has to do, and how long that should take.
 
     Counts: ``runs`` (planned), ``pending``, ``pretrained`` (models those need),
@@ -117,7 +118,9 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
     :func:`run_study` would refuse that precision on this machine, or None; ``stale``: why
     the stored runs cannot be resumed (other settings), or None. Time [h]: pending pretrainings and transfers times the median stage
     wall times of stored runs of the same profile, crop and protocol in any series of
-    ``results_root`` (measured with one thread per worker, as a sweep runs), divided by
+    ``results_root`` or of the folders ``rates_from`` (a sweep begun afresh in another
+    folder takes its rates from the shipped results; measured with one thread per
+    worker, as a sweep runs), divided by
     ``workers``; ``None`` without such runs. ``basis`` says which runs the rates come from.
     """
     from .experiment import PROTOCOL
@@ -144,12 +147,15 @@ def projection(series: Series, results_root: Path = DEFAULT_RESULTS, workers: in
            "stale": stale, "precision": precision.name, "refused": refused,
            "basis": f"no stored {precision.name} runs of this profile, crop and protocol to take rates from"}
     reference = []
-    for path in sorted(Path(results_root).glob("*/runs.parquet")):
-        runs = read_table(results_root, path.parent.name, "runs")
-        keep = (runs["profile"] == profile.name) & (runs["crop"] == profile.training.crop) & (
-            runs["protocol"] == PROTOCOL) & (runs["precision"] == precision.name)
-        if keep.any():
-            reference.append(runs[keep].assign(folder=path.parent.name))
+    roots = list(dict.fromkeys(Path(r).resolve() for r in (results_root, *rates_from)))
+    for root in roots:
+        for path in sorted(root.glob("*/runs.parquet")):
+            runs = read_table(root, path.parent.name, "runs")
+            keep = (runs["profile"] == profile.name) & (runs["crop"] == profile.training.crop) & (
+                runs["protocol"] == PROTOCOL) & (runs["precision"] == precision.name)
+            if keep.any():
+                folder = path.parent.name if root == roots[0] else f"{path.parent.name} in {root.name}"
+                reference.append(runs[keep].assign(folder=folder))
     if reference:
         ref = pd.concat(reference, ignore_index=True)
         models_ref = ref.drop_duplicates("pretrain_id")
