@@ -367,6 +367,52 @@ def _axis_shares(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[float, float]
     return pre["col"], post["col"]
 
 
+def _at_our_rates(ours: SeriesData, theirs: dict) -> dict:
+    """The original's runs (and their evaluations) at the learning-rate pairs our runs used."""
+    ran = set(zip(ours.runs["lr_pretrain"], ours.runs["lr_transfer"]))
+    keep = [pair in ran for pair in zip(theirs["runs"]["lr_pretrain"], theirs["runs"]["lr_transfer"])]
+    return {"runs": theirs["runs"][keep],
+            "evaluations": theirs["evaluations"][theirs["evaluations"]["run_id"].isin(theirs["runs"].loc[keep, "run_id"])]}
+
+
+def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
+    """What orders the defocus matrix after transfer learning, per source (ours, the
+    original's at our learning rates): the hardest target; over the cells off the
+    diagonal and off the hardest target, Spearman ρ of the target's median loss with its
+    defocus [nm] (does the loss follow the sign and size of the defocus?) and of each
+    cell's loss relative to its target's median with the distance |pretraining − target|
+    [nm] (is a farther transfer harder?). None until our grid is complete."""
+    from scipy.stats import spearmanr
+
+    from hrtem_tl.explore import series_domains
+
+    ours = load("defocus", root)
+    try:
+        theirs = read_results(root / "original", "defocus")
+    except ResultsError:
+        return None
+    if not ours.ok or not grid_state(ours)[0]:
+        return None
+    domains = series_domains("defocus")
+    nm = np.array([float(d.removeprefix("df")) for d in domains])
+    rows = {}
+    for name, tables in {"ours": {"runs": ours.runs, "evaluations": ours.evaluations},
+                         "original": _at_our_rates(ours, theirs)}.items():
+        m = _loss_matrices(tables["runs"], tables["evaluations"], "defocus")["transfer"]
+        i, j = np.nonzero(~np.isnan(m) & ~np.eye(len(nm), dtype=bool))
+        cells = pd.DataFrame({"pretrain": nm[i], "target": nm[j], "loss": m[i, j]})
+        by_target = cells.groupby("target")["loss"].median()
+        hardest = by_target.idxmax()
+        rest = cells[cells["target"] != hardest]
+        per_target = by_target.drop(hardest)
+        relative = rest["loss"] / rest["target"].map(by_target)
+        rows[name] = {"hardest target (nm)": hardest, "targets": len(per_target), "cells": len(rest),
+                      "ρ target loss vs defocus": spearmanr(per_target.index, per_target.to_numpy()).statistic,
+                      "ρ relative loss vs distance": spearmanr((rest["pretrain"] - rest["target"]).abs(),
+                                                               relative).statistic}
+    return pd.DataFrame(rows).T
+
+
 def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
     """Per matrix figure and stage: Spearman rank correlation of our median loss cells
     with the original's (all freezing options pooled; the transfer matrix without its
@@ -386,10 +432,7 @@ def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
         if not ours.ok or not grid_state(ours)[0]:
             continue  # a partial grid's cells are not comparable with a complete one's
         if series == "defocus":  # the original varied learning rates; compare the pairs we ran
-            ran = set(zip(ours.runs["lr_pretrain"], ours.runs["lr_transfer"]))
-            keep = [pair in ran for pair in zip(theirs["runs"]["lr_pretrain"], theirs["runs"]["lr_transfer"])]
-            theirs = {"runs": theirs["runs"][keep],
-                      "evaluations": theirs["evaluations"][theirs["evaluations"]["run_id"].isin(theirs["runs"].loc[keep, "run_id"])]}
+            theirs = _at_our_rates(ours, theirs)
         a = _loss_matrices(ours.runs, ours.evaluations, series)
         b = _loss_matrices(theirs["runs"], theirs["evaluations"], series)
         seeds = sorted(ours.runs["seed"].unique())

@@ -10,6 +10,7 @@ from hrtem_tl import analysis as A
 from hrtem_tl import measures as M
 from hrtem_tl.metrics import METRICS
 from hrtem_tl.series import parse_structure_domain as split_domain
+from hrtem_tl import results as R
 from hrtem_tl.results import SCHEMA, validate
 
 DOSES = ["dose30", "dose75", "dose150", "dose300", "dose600"]
@@ -489,3 +490,36 @@ def test_an_interval_that_spans_the_threshold_is_inconclusive_and_says_what_it_c
     row = table[(table["claim"] == 1) & (table["part"] == "b") & (table["metric"] == "dice")].iloc[0]
     assert row["verdict"] == A.INCONCLUSIVE and row["lo"] < 0 < row["hi"]
     assert "cannot be told apart from 0" in A.sentence(row) and f"{row['detectable']:.2g}" in A.sentence(row)
+
+
+def test_the_defocus_orders_read_the_target_trend_and_the_transfer_distance(tmp_path, monkeypatch):
+    """The replication page's 'where the defocus matrices part': on a full hand-made grid
+    whose after-transfer loss rises with the target's defocus in one source and falls in
+    the other, with 0 nm hardest and farther transfers harder in both."""
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "content"))
+    pages = importlib.import_module("_pages")
+    domains = [f"df{v}" for v in range(-25, 30, 5)]
+    nm = lambda d: float(d.removeprefix("df"))  # noqa: E731
+    pairs = [(a, b) for a in domains if abs(nm(a)) <= 10 for b in domains if a != b]
+
+    def store(root, trend):
+        post = lambda a, b, f, s: (0.1 + 0.01 * trend * nm(b) / 25 + 0.004 * abs(nm(a) - nm(b)) / 50  # noqa: E731
+                                   + 0.2 * (nm(b) == 0))
+        runs, evals = fake_results(domains, lambda a, d, s: 0.2 + 0.1 * abs(nm(a) - nm(d)) / 50, post, pairs=pairs,
+                                   series="defocus", control_change=0.0)
+        _store(root, "defocus", runs, evals)
+
+    store(tmp_path, trend=-1)
+    store(tmp_path / "original", trend=1)
+    orders = pages.defocus_transfer_orders(tmp_path)
+    assert orders["hardest target (nm)"].tolist() == [0, 0] and orders["targets"].tolist() == [10, 10]
+    assert orders.loc["ours", "ρ target loss vs defocus"] == pytest.approx(-1)
+    assert orders.loc["original", "ρ target loss vs defocus"] == pytest.approx(1)
+    assert (orders["ρ relative loss vs distance"] > 0.5).all()
+    # a grid that is still running gives no reading
+    runs = R.read_table(tmp_path, "defocus", "runs")
+    runs.iloc[:-1].to_parquet(R.table_path(tmp_path, "defocus", "runs"))
+    assert pages.defocus_transfer_orders(tmp_path) is None
