@@ -599,3 +599,42 @@ def test_the_projection_overhead_leaves_out_pauses_and_the_time_between_series()
     assert elapsed_overhead(shared, workers=2, pause_s=600) == pytest.approx(60 / ((12 + 6 * 18) / 2 * 5 / 6))
     assert elapsed_overhead(sweep("noise", 0.0).assign(wall_transfer_s=20.0), 1, 600) == 1.0  # never below 1
     assert elapsed_overhead(sweep("noise", 0.0, n=3), 1, 600) == 1.0  # too few runs to measure
+
+
+def test_runs_from_another_training_of_a_pretrained_model_are_run_again(local_study, tiny_series, tmp_path):
+    """A checkpoint cache lost between two parts of a sweep, and a retraining that does
+    not give the same weights (other hardware), would leave one pretrain id with runs from
+    two models. The sweep re-runs the stored runs whose pretrain-stage rows differ from the
+    model it holds: those of a model with pending runs, and those of a complete model whose
+    stored runs disagree among themselves."""
+    import shutil
+
+    from hrtem_tl.study import mixed_pretrainings, stored_pretraining
+
+    _, kwargs = local_study
+    kw = dict(kwargs, results_root=tmp_path / "results", checkpoints=tmp_path / "ckpt")
+    shutil.copytree(kwargs["results_root"], kw["results_root"])
+    shutil.copytree(kwargs["checkpoints"], kw["checkpoints"])
+    runs = R.read_table(kw["results_root"], "defocus", "runs")
+    models = sorted(runs["pretrain_id"].unique())
+    a_runs = set(runs.loc[runs["pretrain_id"] == models[0], "run_id"])
+    b_one = runs.loc[runs["pretrain_id"] == models[1], "run_id"].iloc[0]
+    evals = R.read_table(kw["results_root"], "defocus", "evaluations")
+    other = (evals["stage"] == "pretrain") & evals["run_id"].isin(a_runs | {b_one})
+    evals.loc[other, "loss"] *= 1.1  # as if these runs had started from another training
+    evals.to_parquet(R.table_path(kw["results_root"], "defocus", "evaluations"))
+    stored = stored_pretraining(kw["results_root"], "defocus", tiny_series.profile.name, set(runs["run_id"]))
+    assert mixed_pretrainings(stored) == {models[1]}  # model A's runs agree with each other, B's do not
+    # model A has pending runs (decoder): found in the cache, its stored runs differ from it;
+    # model B is complete for the two freezing options asked, but its runs disagree
+    summary = run_study(tiny_series, **dict(kw, freezing=("encoder", "none")))
+    assert summary["new"] == 1  # B's odd run
+    summary = run_study(tiny_series, **dict(kw, freezing=None))
+    assert summary["new"] == 2 + len(a_runs)  # the decoder runs, and A's runs from the other training
+    fresh = R.read_table(kw["results_root"], "defocus", "evaluations")
+    done = set(R.read_table(kw["results_root"], "defocus", "runs")["run_id"])
+    stored = stored_pretraining(kw["results_root"], "defocus", tiny_series.profile.name, done)
+    assert not mixed_pretrainings(stored)
+    original = R.read_table(kwargs["results_root"], "defocus", "evaluations").query("stage == 'pretrain'")
+    again = fresh.set_index(["run_id", "stage", "eval_domain"]).loc[original.set_index(["run_id", "stage", "eval_domain"]).index]
+    np.testing.assert_allclose(again["loss"], original["loss"])  # each re-run's start is the cached model again

@@ -29,6 +29,7 @@ from .experiment import (DEFAULT_CHECKPOINTS, RunSpec, pretrain_id, pretrained, 
                          run_transfer)
 from .results import (DEFAULT_RESULTS, FAILURES, append_records, check_store, failed_runs, finished_runs,
                       StaleResultsError, table_path)
+from .metrics import METRICS
 from .series import FREEZING, Series
 from .train import Precision, TrainingDiverged, bf16_supported
 from .writers import WriterLock, check_writable, remove_dead_temps
@@ -207,12 +208,48 @@ def _set_threads(threads: int | None) -> None:
 
 
 def pretrain_job(profile: Profile, series: str, domain: str, seed: int, data_root: str, checkpoints: str,
-                 precision: str, threads: int | None = None) -> str:
-    """Train (or find) one pretrained model at ``precision`` (a name); returns its pretrain id."""
+                 precision: str, threads: int | None = None) -> dict[str, dict]:
+    """Train (or find) one pretrained model at ``precision`` (a name); returns its
+    evaluations (domain -> metric -> value), as its runs store them for the pretrain stage."""
     _set_threads(threads)
-    pretrained(Series(series, profile), domain, seed, data_root=Path(data_root), checkpoints=Path(checkpoints),
-               precision=Precision.named(precision))
-    return pretrain_id(series, domain, seed)
+    _, meta = pretrained(Series(series, profile), domain, seed, data_root=Path(data_root),
+                         checkpoints=Path(checkpoints), precision=Precision.named(precision))
+    return meta["evaluations"]
+
+
+def stored_pretraining(results_root: Path, series: str, profile: str, run_ids: set[str]) -> pd.DataFrame:
+    """The pretrain-stage evaluation rows of the stored runs ``run_ids``, with their pretrain id."""
+    from .results import read_table
+
+    if not run_ids or not table_path(results_root, series, "runs").exists():
+        return pd.DataFrame(columns=["run_id", "pretrain_id", "eval_domain"])
+    runs = read_table(results_root, series, "runs")
+    evals = read_table(results_root, series, "evaluations")
+    runs = runs[(runs["profile"] == profile) & runs["run_id"].isin(run_ids)][["run_id", "pretrain_id"]]
+    pre = evals[(evals["profile"] == profile) & (evals["stage"] == "pretrain")]
+    return pre.merge(runs, on="run_id")
+
+
+def mixed_pretrainings(stored: pd.DataFrame) -> set[str]:
+    """Pretrain ids whose stored runs hold different pretrain-stage evaluations: they
+    started from two trainings of one model (a checkpoint cache lost between two parts of
+    a sweep, and a retraining on other hardware that did not give the same weights)."""
+    metrics = [c for c in METRICS if c in stored.columns]
+    spread = stored.groupby(["pretrain_id", "eval_domain"])[metrics].nunique()
+    return set(spread[(spread > 1).any(axis=1)].index.get_level_values("pretrain_id"))
+
+
+def runs_from_another_training(stored: pd.DataFrame, pretrain: str, evaluations: dict[str, dict]) -> set[str]:
+    """Stored runs of ``pretrain`` whose pretrain-stage rows differ from ``evaluations``
+    (the model the sweep holds now): they started from another training of it."""
+    mine = stored[stored["pretrain_id"] == pretrain]
+    other = set()
+    for row in mine.itertuples(index=False):
+        now = evaluations.get(row.eval_domain)
+        if now is None or not all(np.isclose(getattr(row, m), v, rtol=1e-9, atol=0, equal_nan=True)
+                                  for m, v in now.items() if hasattr(row, m)):
+            other.add(row.run_id)
+    return other
 
 
 def transfer_job(profile: Profile, spec: RunSpec, data_root: str, checkpoints: str, precision: str,
@@ -391,6 +428,14 @@ def run_study(
             if not groups or spec.pretrain_id != groups[-1][0].pretrain_id:
                 groups.append([])
             groups[-1].append(spec)
+        # A model whose stored runs hold two different pretrainings is trained (or found)
+        # again, so that its runs from the other training are re-run from it below.
+        stored = stored_pretraining(results_root, series.name, profile.name, done)
+        mixed = mixed_pretrainings(stored) - {g[0].pretrain_id for g in groups}
+        first_of = {s.pretrain_id: s for s in specs if s.kind != "baseline"}
+        groups += [[first_of[pid]] for pid in sorted(mixed) if pid in first_of]
+        recheck = {i for i, g in enumerate(groups) if g[0].pretrain_id in mixed}  # stored, not pending
+        by_id = {s.run_id: s for s in specs}
         waiting = deque(range(len(groups)))
         running: dict = {}  # future -> group index for a pretraining, RunSpec for a transfer
         pool = _Pool(executor, workers, scheduler)
@@ -434,8 +479,17 @@ def run_study(
                         store({FAILURES: _failure_rows(lost, profile.name, err, config_hash)}, len(lost))
                         result = None
                     if isinstance(task, int):  # a pretrained model is ready (unless it diverged)
-                        if result is not None:  # its transfers go next
-                            for spec in groups[task]:
+                        if result is not None:  # its transfers go next, with the stored runs of another training of it
+                            group = [] if task in recheck else groups[task]
+                            redo = runs_from_another_training(stored, groups[task][0].pretrain_id, result)
+                            redo = [by_id[r] for r in sorted(redo) if r in by_id]
+                            if redo:
+                                bar.update(-len(redo))  # stored, but to be done again
+                                todo.extend(redo)
+                                print(f"hrtem-tl: {len(redo)} stored run(s) of {groups[task][0].pretrain_id} started "
+                                      "from another training of that model (its checkpoint was retrained); "
+                                      "re-running them from this one", file=sys.stderr)
+                            for spec in group + redo:
                                 running[pool.submit(transfer_job, profile, spec, *roots)] = spec
                         if waiting:
                             start_pretraining()
