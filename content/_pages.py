@@ -381,7 +381,9 @@ def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
     diagonal and off the hardest target, Spearman ρ of the target's median loss with its
     defocus [nm] (does the loss follow the sign and size of the defocus?) and of each
     cell's loss relative to its target's median with the distance |pretraining − target|
-    [nm] (is a farther transfer harder?). None until our grid is complete."""
+    [nm] (is a farther transfer harder?); of the defocus magnitudes with a target of
+    either sign, at how many the positive (underfocus) target has the higher median loss.
+    None until our grid is complete."""
     from scipy.stats import spearmanr
 
     from hrtem_tl.explore import series_domains
@@ -406,7 +408,10 @@ def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
         rest = cells[cells["target"] != hardest]
         per_target = by_target.drop(hardest)
         relative = rest["loss"] / rest["target"].map(by_target)
+        mirrored = [m for m in per_target.index if m > 0 and -m in per_target.index]
         rows[name] = {"hardest target (nm)": hardest, "targets": len(per_target), "cells": len(rest),
+                      "magnitudes": len(mirrored),
+                      "positive harder": sum(per_target[m] > per_target[-m] for m in mirrored),
                       "ρ target loss vs defocus": spearmanr(per_target.index, per_target.to_numpy()).statistic,
                       "ρ relative loss vs distance": spearmanr((rest["pretrain"] - rest["target"]).abs(),
                                                                relative).statistic}

@@ -519,6 +519,7 @@ def test_the_defocus_orders_read_the_target_trend_and_the_transfer_distance(tmp_
     assert orders.loc["ours", "ρ target loss vs defocus"] == pytest.approx(-1)
     assert orders.loc["original", "ρ target loss vs defocus"] == pytest.approx(1)
     assert (orders["ρ relative loss vs distance"] > 0.5).all()
+    assert orders["magnitudes"].tolist() == [5, 5] and orders["positive harder"].tolist() == [0, 5]
     # a grid that is still running gives no reading
     runs = R.read_table(tmp_path, "defocus", "runs")
     runs.iloc[:-1].to_parquet(R.table_path(tmp_path, "defocus", "runs"))

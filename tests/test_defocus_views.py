@@ -94,6 +94,10 @@ def test_measures_recover_planted_ratios(root):
     assert D.size_effect(target)["level"]["estimate"] == pytest.approx(-50.0)
     assert D.freezing_effect(target, "encoder")["estimate"] == pytest.approx(20.0)
     assert D.freezing_effect(target, "decoder")["estimate"] == pytest.approx(5.0)
+    # one value per pretraining group (defocus and seed), whose transfers share a pretrained model
+    groups = target.drop_duplicates(["pretrain_domain", "seed"])
+    assert D.freezing_effect(target, "encoder")["n"] == len(groups) < target["pair"].nunique() * 2
+    assert D.ood_change(tables).loc["all", "n"] == len(groups)
     assert D.seed_spread(target) == pytest.approx(0.0)
     # the mixture's target loss is 0.08, transfer learning's (32 images, all freezing) 0.05 x mode factor
     b = _set_losses(base, lambda ev: pd.Series(np.full(len(ev), 0.08)))
@@ -131,6 +135,12 @@ def test_in_focus_penalty_and_lr_table(root):
     tables = read_results(root, "defocus")
     t = _set_losses(tables, lambda ev: pd.Series(np.where(ev["eval_domain"] == "df0", 0.3, 0.1)))
     assert D.in_focus_penalty(t)["estimate"] == pytest.approx(200.0)
+    # a model's own domain does not count among the others, and models pretrained at 0 nm are left out
+    own = _set_losses(tables, lambda ev: pd.Series(np.where(ev["eval_domain"] == "df0", 0.3, np.where(
+        ev["eval_domain"] == ev["pretrain_domain"], 0.01, 0.1))))
+    pen = D.in_focus_penalty(own)
+    assert pen["estimate"] == pytest.approx(200.0) and "df0" not in pen["by_domain"].index
+    assert pen["n"] == tables["runs"].query("pretrain_domain != 'df0'")["pretrain_id"].nunique()
     lrs = D.lr_table(D.on_target(tables))
     assert set(lrs.index) == {"1e-3 → 1e-4", "1e-4 → 1e-5"} and lrs["best_share"].sum() == pytest.approx(1.0)
 

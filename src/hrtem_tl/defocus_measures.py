@@ -1,9 +1,12 @@
 """Measures of the defocus series and the mixture baseline, with intervals.
 
-The resampling unit is the transfer pair (pretraining defocus -> target defocus): each
-pair contributes one value, the mean over its matched configurations (seeds, learning
-rates, set sizes or freezing options as the measure says), and :func:`stats.paired`
-gives a t interval over pairs. Losses are compared as log ratios (a loss has a ratio
+The resampling unit of the transfer measures is the pretraining group: the runs that
+share a pretraining defocus and a seed (in our series they all start from one pretrained
+model, so their transfers to different targets are not independent; the original
+pretrained a model per run). Each group contributes one value, the mean over its matched
+configurations (targets, learning rates, set sizes or freezing options as the measure
+says), and :func:`stats.paired` gives a t interval over groups. The mixture comparison
+keeps the domain pair as its unit (each mixture is its own model). Losses are compared as log ratios (a loss has a ratio
 scale; the original's and ours differ by definition but a ratio within one source is
 meaningful); ``percent`` turns a mean log ratio into a percentage change.
 """
@@ -17,6 +20,7 @@ from . import stats as S
 from .defocus_views import baseline_rows, long_table, ood_spread
 
 CONFIG = ["pretrain_domain", "target_domain", "transfer_images", "lr", "seed"]
+UNIT = ["pretrain_domain", "seed"]  # a pretraining group
 
 
 def percent(log_ratio: float) -> float:
@@ -37,25 +41,25 @@ def on_target(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataF
 
 
 def size_effect(target: pd.DataFrame, metric: str = "loss") -> dict[str, dict]:
-    """Largest against smallest transfer set, per pair: ``level`` the log ratio of the
-    median metric, ``spread`` the log ratio of its interquartile range over the pair's
-    runs (seeds x learning rates x freezing options)."""
+    """Largest against smallest transfer set, per pretraining group: ``level`` the log
+    ratio of the median metric, ``spread`` the log ratio of its interquartile range over
+    the group's runs (targets x learning rates x freezing options)."""
     small, large = target["transfer_images"].min(), target["transfer_images"].max()
 
-    def per_pair(stat) -> pd.Series:
-        g = target.groupby(["pair", "transfer_images"])[metric].agg(stat).unstack()
+    def per_group(stat) -> pd.Series:
+        g = target.groupby([*UNIT, "transfer_images"])[metric].agg(stat).unstack()
         return np.log(g[large] / g[small])
 
     iqr = lambda v: v.quantile(0.75) - v.quantile(0.25)  # noqa: E731
-    return {"level": as_percent(S.paired(per_pair("median"))), "spread": as_percent(S.paired(per_pair(iqr))),
+    return {"level": as_percent(S.paired(per_group("median"))), "spread": as_percent(S.paired(per_group(iqr))),
             "small": int(small), "large": int(large)}
 
 
 def freezing_effect(target: pd.DataFrame, mode: str, metric: str = "loss") -> dict:
     """Log ratio of ``metric`` with ``mode`` frozen to full fine-tuning, matched on pair,
-    set size, learning rates and seed; mean per pair, then over pairs (in %)."""
+    set size, learning rates and seed; mean per pretraining group, then over groups (in %)."""
     wide = target.pivot_table(index=CONFIG, columns="freezing", values=metric, aggfunc="first")
-    ratio = np.log(wide[mode] / wide["none"]).groupby(level=["pretrain_domain", "target_domain"]).mean()
+    ratio = np.log(wide[mode] / wide["none"]).groupby(level=UNIT).mean()
     return as_percent(S.paired(ratio))
 
 
@@ -76,12 +80,17 @@ def lr_table(target: pd.DataFrame, metric: str = "loss") -> pd.DataFrame:
 
 def in_focus_penalty(tables: dict[str, pd.DataFrame], metric: str = "loss") -> dict:
     """After pretraining: log ratio of ``metric`` at 0 nm to its median over the other
-    evaluated defocus domains; the unit is the pretrained model (in %)."""
+    evaluated defocus domains except the model's own; models pretrained at 0 nm are left
+    out. The unit is the pretrained model (in %); ``by_domain``: the same per pretraining
+    defocus, as the mean log ratio in %."""
     frame = long_table(tables)
-    pre = frame[frame["stage"] == "pretrain"].drop_duplicates(["pretrain_id", "eval_domain"])
-    wide = pre.pivot_table(index="pretrain_id", columns="eval_domain", values=metric, aggfunc="first")
-    others = wide.drop(columns="df0").median(axis=1)
-    return as_percent(S.paired(np.log(wide["df0"] / others)))
+    pre = frame[(frame["stage"] == "pretrain") & (frame["pretrain_domain"] != "df0")]
+    pre = pre.drop_duplicates(["pretrain_id", "eval_domain"])
+    others = pre[(pre["eval_domain"] != pre["pretrain_domain"]) & (pre["eval_domain"] != "df0")]
+    focus = pre[pre["eval_domain"] == "df0"].set_index("pretrain_id")
+    ratio = np.log(focus[metric] / others.groupby("pretrain_id")[metric].median().reindex(focus.index))
+    by_domain = ratio.groupby(focus["pretrain_domain"]).mean().map(percent)
+    return {**as_percent(S.paired(ratio)), "by_domain": by_domain}
 
 
 def mixture_against_transfer(base: dict, tl: dict, images: int, role: str, metric: str = "loss") -> dict:
@@ -132,20 +141,41 @@ def ood_change(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.Data
     """Per freezing option: share of runs whose spread over the non-target defocus
     domains grew, and the mean per-pair log ratio after/before with its interval (%)."""
     spread = ood_spread(long_table(tables), metric)
-    spread = spread.assign(pair=spread["pretrain_domain"] + ">" + spread["target_domain"])
     rows = {}
     for mode, part in [("all", spread), *spread.groupby("freezing")]:
-        per_pair = np.log(part["after"] / part["before"]).groupby(part["pair"]).mean()
+        per_group = np.log(part["after"] / part["before"]).groupby([part[u] for u in UNIT]).mean()
         rows[mode] = {"grew": float((part["shift"] > 0).mean()), "runs": len(part),
-                      **as_percent(S.paired(per_pair))}
+                      **as_percent(S.paired(per_group))}
     return pd.DataFrame(rows).T
 
 
-def ood_by_pretraining(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
-    """Per pretraining defocus: mean over its target pairs of the per-pair log ratio of
-    the out-of-distribution spread after/before transfer learning (in %, t interval)."""
+def ood_level(tables: dict[str, pd.DataFrame], metric: str = "loss") -> dict:
+    """The level beside the spread: per transfer run, the log ratio of the median
+    ``metric`` over every evaluated domain except the target, after/before transfer
+    learning; mean per pretraining group, then over groups (in %)."""
+    frame = long_table(tables)
+    other = frame[frame["eval_domain"] != frame["target_domain"]]
+    level = other.groupby(["run_id", "stage"])[metric].median().unstack("stage")
+    runs = frame.drop_duplicates("run_id").set_index("run_id")[UNIT]
+    ratio = np.log(level["transfer"] / level["pretrain"])
+    return as_percent(S.paired(ratio.groupby([runs.loc[ratio.index, u] for u in UNIT]).mean()))
+
+
+def ood_freezing_difference(tables: dict[str, pd.DataFrame], mode: str, metric: str = "loss") -> dict:
+    """The log ratio after/before of the out-of-distribution spread with ``mode`` frozen
+    minus that with nothing frozen, matched on pair, set size, learning rates and seed;
+    mean per pretraining group, then over groups (in % of the ratio)."""
     spread = ood_spread(long_table(tables), metric)
-    per_pair = np.log(spread["after"] / spread["before"]).groupby(
-        [spread["pretrain_domain"], spread["target_domain"]]).mean()
-    rows = {d: as_percent(S.paired(part)) for d, part in per_pair.groupby(level="pretrain_domain")}
+    spread = spread.assign(change=np.log(spread["after"] / spread["before"]))
+    wide = spread.pivot_table(index=CONFIG, columns="freezing", values="change", aggfunc="first")
+    return as_percent(S.paired((wide[mode] - wide["none"]).groupby(level=UNIT).mean()))
+
+
+def ood_by_pretraining(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:
+    """Per pretraining defocus: the log ratio of the out-of-distribution spread
+    after/before transfer learning, averaged within each pretraining group (seed), then
+    over the defocus' groups (in %, t interval over seeds: wide with few seeds)."""
+    spread = ood_spread(long_table(tables), metric)
+    per_group = np.log(spread["after"] / spread["before"]).groupby([spread[u] for u in UNIT]).mean()
+    rows = {d: as_percent(S.paired(part)) for d, part in per_group.groupby(level="pretrain_domain")}
     return pd.DataFrame(rows).T

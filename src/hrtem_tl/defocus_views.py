@@ -281,7 +281,7 @@ def ood_spread(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     spread = other.groupby(["run_id", "stage"])[metric].std().unstack("stage")
     spread = spread.rename(columns={"pretrain": "before", "transfer": "after"})
     spread["shift"] = spread["after"] - spread["before"]
-    keep = ["run_id", "pretrain_domain", "target_domain", "freezing", "transfer_images", "lr"]
+    keep = ["run_id", "pretrain_domain", "target_domain", "freezing", "transfer_images", "lr", "seed"]
     return frame[keep].drop_duplicates("run_id").merge(spread.reset_index(), on="run_id")
 
 
