@@ -524,3 +524,20 @@ def test_the_defocus_orders_read_the_target_trend_and_the_transfer_distance(tmp_
     runs = R.read_table(tmp_path, "defocus", "runs")
     runs.iloc[:-1].to_parquet(R.table_path(tmp_path, "defocus", "runs"))
     assert pages.defocus_transfer_orders(tmp_path) is None
+
+
+def test_transfer_intervals_count_pretrained_models_not_pairs():
+    """The transfers of one pretrained model to several targets share its weights: claim 2
+    leaves out a pretrained model with all its transfers, and the paired parts of claim 6
+    average per pretraining group (domain and seed), so 5 doses x 2 seeds give 10 units
+    whatever the number of targets."""
+    rng = np.random.default_rng(8)
+    runs, evals = fake_results(DOSES, lambda a, d, s: 0.4 - 0.05 * LEVEL[a], lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b],
+                               noise=0.01, rng=rng, control_change=0.0)
+    noise = pd.DataFrame(A.assess_noise(runs, evals))
+    assert (noise.loc[noise["claim"] == 2, "units"] == 10).all()
+    assert noise.loc[noise["claim"] == 2, "df"].eq(5).all()  # 10 models in 5 doses
+    training = pd.DataFrame(A.assess_training("noise", runs, evals))
+    tested = training[training["verdict"] != A.UNTESTED]
+    assert set(tested["part"]) >= {"b", "c", "d", "e", "g"} and (tested["units"] == 10).all()
+    assert tested["note"].str.contains("of 10 pretraining groups").all()

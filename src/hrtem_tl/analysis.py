@@ -14,13 +14,14 @@ Conventions
 * *Goodness* is a metric oriented so that larger is better: the metric itself for
   overlap measures, its negative for the loss (:func:`goodness`).
 * Units of uncertainty (:mod:`hrtem_tl.stats`): after pretraining, a pretrained model
-  (domain x seed) inside its pretraining domain; after transfer learning, a
-  (pair, seed) with every freezing run of it (freezing is a fixed factor of the
-  design, never a repeat), inside its pair; structure claims leave out one pretraining
-  lattice at a time (do the findings generalise over lattices?); paired designs
-  (freezing options from one pretrained model, transfer-set sizes of one pair, a
-  transfer beside its control) use per-pair differences with a t interval and a sign
-  count.
+  (domain x seed) inside its pretraining domain; after transfer learning, the same
+  pretrained model with all its transfers (to every target, every freezing option:
+  they share its weights, so they are not independent), inside its pretraining domain;
+  structure claims leave out one pretraining lattice at a time (do the findings
+  generalise over lattices?); paired designs (freezing options from one pretrained
+  model, transfer-set sizes of one pair, a transfer beside its control) take the mean
+  difference over transfer pairs, with a jackknife interval that leaves out one
+  pretraining group (domain x seed) at a time and a sign count over the groups.
 * Verdicts of a part (:func:`verdict`): ``holds`` (the interval lies on the claimed
   side of the threshold), ``refuted`` (wholly on the other side), ``inconclusive``
   (it spans the threshold; ``detectable`` gives the smallest distance from the
@@ -163,8 +164,8 @@ def _untested(claim, part, series, test, why):
 def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
     """Rows of claims 1 and 2 from the noise series (one profile).
 
-    After pretraining the unit is a pretrained model inside its dose; after transfer
-    learning it is a (pair, seed) with all its freezing runs, inside its pair.
+    The unit is a pretrained model inside its dose: after transfer learning, with all its
+    transfers.
     """
     T = THRESHOLDS
     rows = []
@@ -197,9 +198,11 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
 
         if post.empty:
             continue
-        st = stratified_jackknife(post, after, unit="unit", strata=["pretrain_domain", "eval_domain"])
-        common = dict(units=post["unit"].nunique(), method="jackknife over (pair, seed), within pair; "
-                      "freezing options a fixed factor")
+        # leave out one pretrained model with all its transfers: they share its weights
+        post = post.assign(model_unit=post["pretrain_domain"] + "|s" + post["seed"].astype(str))
+        st = stratified_jackknife(post, after, unit="model_unit", strata=["pretrain_domain"])
+        common = dict(units=post["model_unit"].nunique(), method="jackknife over pretrained models with all their "
+                      "transfers, within pretraining dose; freezing options a fixed factor")
         rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
                          st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
         rows.append(_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
@@ -295,14 +298,26 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     return sorted(rows, key=lambda r: (r["claim"], r["part"]))
 
 
-def _paired_row(claim, part, series, metric, test, frame, value, threshold, side, by="pair", **kw) -> dict:
-    """A claim part from per-pair paired differences (``frame[value]`` averaged per ``by``)."""
-    diffs = per_pair(frame, value, by)
-    st = paired(diffs)
+def _paired_row(claim, part, series, metric, test, frame, value, threshold, side, by="group", **kw) -> dict:
+    """A claim part from paired differences ``frame[value]``: their mean over transfer
+    pairs (seeds averaged within a pair). By default its interval leaves out one
+    pretraining group (pretraining domain and seed: the transfers of one pretrained model,
+    which are not independent of each other) at a time, and the sign count is over the
+    groups' mean differences; ``by`` another column: a t interval over its values."""
+    if by != "group":
+        st = paired(per_pair(frame, value, by))
+        name, method = "targets", "paired differences averaged per target, t over targets"
+    else:
+        source = frame["pretrain_domain"] if "pretrain_domain" in frame else frame["pair"].str.split(">").str[0]
+        frame = frame.assign(group=source + "|s" + frame["seed"].astype(str))
+        mean_over_pairs = lambda f: float(per_pair(f, value, "pair").mean())  # noqa: E731
+        st = {**paired(per_pair(frame, value, "group")), **group_jackknife(frame, mean_over_pairs, group="group")["value"]}
+        name, method = "pretraining groups", ("paired differences, mean over transfer pairs; jackknife leaving out one "
+                                              "pretraining group (domain and seed: one pretrained model) at a time")
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
-    note = f"{st['positive']} of {st['n']} pairs above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
+    note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
     return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
-                method="paired differences per pair, t over pairs", note=note, **kw)
+                method=method, note=note, **kw)
 
 
 def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
@@ -347,8 +362,8 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
 
 def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice"),
                          series: str = "tlsize") -> list[dict]:
-    """Rows of claim 6 about the transfer-set size (parts a and f): paired by pair (gain
-    from the smallest to the largest set) and by target (narrowing of the spread)."""
+    """Rows of claim 6 about the transfer-set size (parts a and f): paired by pretraining
+    group (gain from the smallest to the largest set) and by target (narrowing of the spread)."""
     post = size_cells(runs, evaluations)
     sizes = sorted(post["transfer_images"].unique())
     if len(sizes) < 2:
