@@ -540,4 +540,15 @@ def test_transfer_intervals_count_pretrained_models_not_pairs():
     training = pd.DataFrame(A.assess_training("noise", runs, evals))
     tested = training[training["verdict"] != A.UNTESTED]
     assert set(tested["part"]) >= {"b", "c", "d", "e", "g"} and (tested["units"] == 10).all()
-    assert tested["note"].str.contains("of 10 pretraining groups").all()
+    assert tested["note"].str.contains("of 10 pretrained models").all()
+
+
+def test_paired_parts_of_one_seed_take_the_domains_as_replicates():
+    """With one seed no model is repeated inside its domain: the paired parts still get an
+    interval, from jackknifes that are not stratified."""
+    rng = np.random.default_rng(9)
+    runs, evals = fake_results(DOSES, lambda a, d, s: 0.4, lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b], noise=0.01,
+                               rng=rng, seeds=(0,))
+    rows = pd.DataFrame(A.assess_training("noise", runs, evals))
+    tested = rows[rows["part"].isin(["b", "c", "d"])]
+    assert tested["lo"].notna().all() and tested["method"].str.contains("one seed: not stratified").all()

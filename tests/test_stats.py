@@ -103,3 +103,27 @@ def test_additive_residuals_remove_row_and_column_effects():
 ])
 def test_estimates_are_rounded_to_what_their_interval_supports(est, lo, hi, text):
     assert S.format_estimate(est, lo, hi) == text
+
+
+def test_the_widest_jackknife_takes_the_wider_of_the_two_ways_of_a_crossed_design():
+    """Transfers from 6 pretrained models (3 domains x 2 seeds) into 4 targets, with noise
+    from the model and from the target and seed: each output gets the wider of the two
+    stratified jackknife intervals, and says which way it came from."""
+    from hrtem_tl.stats import widest_jackknife
+
+    rng = np.random.default_rng(4)
+    for model_sd, target_sd in ((1.0, 0.01), (0.01, 1.0)):
+        source = {(d, s): rng.normal(0, model_sd) for d in "abc" for s in (0, 1)}
+        target = {(t, s): rng.normal(0, target_sd) for t in "wxyz" for s in (0, 1)}
+        cells = pd.DataFrame([{"source": d, "target": t, "model": f"{d}{s}", "tseed": f"{t}{s}",
+                               "v": source[d, s] + target[t, s] + rng.normal(0, 0.001)}
+                              for d in "abc" for t in "wxyz" for s in (0, 1)])
+        stat = lambda f: {"mean": float(f["v"].mean()), "spread": float(f["v"].std())}  # noqa: E731
+        ways = [("model", ["source"]), ("tseed", ["target"])]
+        out = widest_jackknife(cells, stat, ways=ways)
+        each = {u: S.stratified_jackknife(cells, stat, unit=u, strata=st) for u, st in ways}
+        for k in ("mean", "spread"):
+            widths = {u: r[k]["hi"] - r[k]["lo"] for u, r in each.items()}
+            assert out[k]["hi"] - out[k]["lo"] == pytest.approx(max(widths.values()))
+            assert out[k]["way"] == max(widths, key=widths.get)
+            assert out[k]["estimate"] == pytest.approx(each["model"][k]["estimate"])

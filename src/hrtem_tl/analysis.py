@@ -20,8 +20,12 @@ Conventions
   structure claims leave out one pretraining lattice at a time (do the findings
   generalise over lattices?); paired designs (freezing options from one pretrained
   model, transfer-set sizes of one pair, a transfer beside its control) take the mean
-  difference over transfer pairs, with a jackknife interval that leaves out one
-  pretraining group (domain x seed) at a time and a sign count over the groups.
+  difference over transfer pairs and a sign count over pretrained models. Targets are
+  crossed with pretrained models (every transfer into one target shares its transfer
+  data and seed), so after transfer learning the interval is the wider of two
+  stratified jackknifes: leaving out a pretrained model within its domain, or a target
+  and seed within its target (:func:`stats.widest_jackknife`). Part 6f (spread over
+  pretraining domains per target) is a t interval over targets, which share models.
 * Verdicts of a part (:func:`verdict`): ``holds`` (the interval lies on the claimed
   side of the threshold), ``refuted`` (wholly on the other side), ``inconclusive``
   (it spans the threshold; ``detectable`` gives the smallest distance from the
@@ -39,7 +43,7 @@ from .measures import (DOSE, class_contrast, control_changes, dose_slope, lighte
                        size_gaps, size_pairs, space_groups, structure_types)
 from .results import controls, transfers
 from .series import parse_structure_domain
-from .stats import LEVEL, format_estimate, group_jackknife, paired, stratified_jackknife, variance_shares
+from .stats import LEVEL, format_estimate, group_jackknife, paired, stratified_jackknife, variance_shares, widest_jackknife
 
 HOLDS, REFUTED, MIXED, INCONCLUSIVE, UNTESTED = "holds", "refuted", "mixed", "inconclusive", "not yet tested"
 VERDICTS = (HOLDS, MIXED, INCONCLUSIVE, REFUTED, UNTESTED)
@@ -165,7 +169,7 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
     """Rows of claims 1 and 2 from the noise series (one profile).
 
     The unit is a pretrained model inside its dose: after transfer learning, with all its
-    transfers.
+    transfers, or a target dose and seed inside its dose, whichever interval is wider.
     """
     T = THRESHOLDS
     rows = []
@@ -198,11 +202,14 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
 
         if post.empty:
             continue
-        # leave out one pretrained model with all its transfers: they share its weights
-        post = post.assign(model_unit=post["pretrain_domain"] + "|s" + post["seed"].astype(str))
-        st = stratified_jackknife(post, after, unit="model_unit", strata=["pretrain_domain"])
-        common = dict(units=post["model_unit"].nunique(), method="jackknife over pretrained models with all their "
-                      "transfers, within pretraining dose; freezing options a fixed factor")
+        # the wider of leaving out a pretrained model with all its transfers (they share its
+        # weights) and leaving out a target and seed (its transfers share data and seed)
+        seed = "|s" + post["seed"].astype(str)
+        post = post.assign(model_unit=post["pretrain_domain"] + seed, target_unit=post["target_domain"] + seed)
+        st = widest_jackknife(post, after, ways=[("model_unit", ["pretrain_domain"]), ("target_unit", ["target_domain"])])
+        common = dict(units=post["model_unit"].nunique(), method="the wider of two jackknifes, leaving out a pretrained "
+                      "model with all its transfers within its dose or a target dose and seed within its dose; "
+                      "freezing options a fixed factor")
         rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
                          st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
         rows.append(_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
@@ -300,20 +307,30 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
 def _paired_row(claim, part, series, metric, test, frame, value, threshold, side, by="group", **kw) -> dict:
     """A claim part from paired differences ``frame[value]``: their mean over transfer
-    pairs (seeds averaged within a pair). By default its interval leaves out one
-    pretraining group (pretraining domain and seed: the transfers of one pretrained model,
-    which are not independent of each other) at a time, and the sign count is over the
-    groups' mean differences; ``by`` another column: a t interval over its values."""
+    pairs (seeds averaged within a pair). By default its interval is the wider of two
+    stratified jackknifes, one leaving out a pretrained model (pretraining domain and
+    seed) with all its transfers within its pretraining domain, one leaving out a target
+    and seed (shared transfer data and seed) within its target, and the sign count is over
+    the pretrained models' mean differences; ``by`` another column: a t interval over its
+    values (which are not independent of each other, as the method text says)."""
+    frame = frame[frame[value].notna()]
     if by != "group":
         st = paired(per_pair(frame, value, by))
-        name, method = "targets", "paired differences averaged per target, t over targets"
+        name, method = "targets", "paired differences averaged per target, t over targets (the targets share models)"
     else:
-        source = frame["pretrain_domain"] if "pretrain_domain" in frame else frame["pair"].str.split(">").str[0]
-        frame = frame.assign(group=source + "|s" + frame["seed"].astype(str))
+        source, target = (frame["pair"].str.split(">").str[i] for i in (0, 1))
+        seed = "|s" + frame["seed"].astype(str)
+        frame = frame.assign(source=source, target=target, group=source + seed, target_seed=target + seed)
         mean_over_pairs = lambda f: float(per_pair(f, value, "pair").mean())  # noqa: E731
-        st = {**paired(per_pair(frame, value, "group")), **group_jackknife(frame, mean_over_pairs, group="group")["value"]}
-        name, method = "pretraining groups", ("paired differences, mean over transfer pairs; jackknife leaving out one "
-                                              "pretraining group (domain and seed: one pretrained model) at a time")
+        # stratified by domain when seeds repeat a model; with one seed the domains are the replicates
+        one_seed = frame["seed"].nunique() < 2
+        ways = [("group", [] if one_seed else ["source"]), ("target_seed", [] if one_seed else ["target"])]
+        st = {**paired(per_pair(frame, value, "group")),
+              **widest_jackknife(frame, mean_over_pairs, ways=ways)["value"]}
+        name, method = "pretrained models", ("paired differences, mean over transfer pairs; the wider of two "
+                                             "jackknifes, leaving out a pretrained model within its domain or a "
+                                             "target and seed within its target" + (" (one seed: not stratified, "
+                                             "the domains are the replicates)" if one_seed else ""))
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
     note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
     return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],

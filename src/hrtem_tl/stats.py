@@ -170,6 +170,23 @@ def stratified_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame]
     return out
 
 
+def widest_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
+                     ways: list[tuple[str, list[str]]], level: float = LEVEL) -> dict[str, dict]:
+    """For a crossed design (transfers share their pretrained model, and every transfer
+    into one target shares its target data and seed): :func:`stratified_jackknife` once
+    per ``(unit, strata)`` of ``ways``, and for each output the widest of the intervals,
+    with ``way`` naming the unit it came from. Neither way alone sees the other factor's
+    shared noise, so the wider interval is the safer one."""
+    results = [(unit, stratified_jackknife(cells, statistic, unit=unit, strata=strata, level=level))
+               for unit, strata in ways]
+    out = {}
+    for k in results[0][1]:
+        width = lambda r: r[k]["hi"] - r[k]["lo"] if np.isfinite(r[k]["hi"] - r[k]["lo"]) else -np.inf  # noqa: E731
+        unit, best = max(results, key=lambda ur: width(ur[1]))
+        out[k] = {**best[k], "way": unit}
+    return out
+
+
 def group_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *, group: str,
                     level: float = LEVEL) -> dict[str, dict]:
     """Estimate and t interval (``groups - 1`` degrees of freedom) of each output of
