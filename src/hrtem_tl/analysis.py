@@ -26,6 +26,8 @@ Conventions
   stratified jackknifes: leaving out a pretrained model within its domain, or a target
   and seed within its target (:func:`stats.widest_jackknife`). Part 6f (spread over
   pretraining domains per target) is a t interval over targets, which share models.
+  In the structure series the freezing parts are judged on transfers between lattices,
+  with size transfers (two particle sizes of one lattice) as context rows.
 * Verdicts of a part (:func:`verdict`): ``holds`` (the interval lies on the claimed
   side of the threshold), ``refuted`` (wholly on the other side), ``inconclusive``
   (it spans the threshold; ``detectable`` gives the smallest distance from the
@@ -333,8 +335,25 @@ def _paired_row(claim, part, series, metric, test, frame, value, threshold, side
                                              "the domains are the replicates)" if one_seed else ""))
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
     note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
+    prefix = kw.pop("note_prefix", "")
     return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
-                method=method, note=note, **kw)
+                method=method, note=f"{prefix}; {note}" if prefix else note, **kw)
+
+
+def _transfer_kinds(series: str, frame: pd.DataFrame):
+    """The transfers a paired part is judged on: in the structure series, transfers
+    between lattices (primary) and, as context, those between the two particle sizes of
+    one lattice, which behave differently (each large-particle model's only transfer);
+    elsewhere every transfer. Yields (kind, rows, context note or None)."""
+    if series != "structure":
+        yield None, frame, None
+        return
+    source, target = (frame["pair"].str.split(">").str[i].map(lambda d: parse_structure_domain(d)[0]) for i in (0, 1))
+    same = (source == target).to_numpy()
+    if (~same).any():
+        yield "between lattices", frame[~same], None
+    if same.any():
+        yield "between the particle sizes of one lattice", frame[same], "context: size transfers, judged apart"
 
 
 def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
@@ -351,12 +370,14 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
                 rows.append(_untested(6, part, series, text, "no paired runs"))
                 continue
             if mode == "decoder":
-                key = "rel" if m == "loss" else "diff"
+                key, side, threshold = ("rel" if m == "loss" else "diff"), "within", tolerance(m)
                 what = "relative change of the loss" if m == "loss" else "change of Dice"
-                rows.append(_paired_row(6, part, series, m, f"{text}: {what}", sub, key, tolerance(m), "within"))
             else:
-                rows.append(_paired_row(6, part, series, m, f"{text}: change of goodness (negative = worse)", sub,
-                                        "diff", 0.0, "below"))
+                key, side, threshold, what = "diff", "below", 0.0, "change of goodness (negative = worse)"
+            for kind, part_rows, note in _transfer_kinds(series, sub):
+                label = f"{text}: {what}" + ("" if kind is None else f" ({kind})")
+                rows.append(_paired_row(6, part, series, m, label, part_rows, key, threshold, side,
+                                        primary=note is None, **({"note_prefix": note} if note else {})))
         changes = control_changes(runs, evaluations, m)
         for kind, part, text in (("other", "e", "other domains"), ("source", "g", "the pretraining domain")):
             sub = changes[changes["kind"] == kind]
