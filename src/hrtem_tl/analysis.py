@@ -22,9 +22,10 @@ Conventions
   model, transfer-set sizes of one pair, a transfer beside its control) take the mean
   difference over transfer pairs and a sign count over pretrained models. Targets are
   crossed with pretrained models (every transfer into one target shares its transfer
-  data and seed), so after transfer learning the interval is the wider of two
-  stratified jackknifes: leaving out a pretrained model within its domain, or a target
-  and seed within its target (:func:`stats.widest_jackknife`). Part 6f (spread over
+  data and seed), so after transfer learning the variance is two-way
+  (:func:`stats.crossed_jackknife`): the jackknife leaving out pretrained models within
+  their domain, plus the one leaving out targets and seeds within their target, minus
+  the one leaving out transfer pairs and seeds within their pair. Part 6f (spread over
   pretraining domains per target) is a t interval over targets, which share models.
   In the structure series the freezing parts are judged on transfers between lattices,
   with size transfers (two particle sizes of one lattice) as context rows.
@@ -45,7 +46,8 @@ from .measures import (DOSE, class_contrast, control_changes, dose_slope, lighte
                        size_gaps, size_pairs, space_groups, structure_types)
 from .results import controls, transfers
 from .series import parse_structure_domain
-from .stats import LEVEL, format_estimate, group_jackknife, paired, stratified_jackknife, variance_shares, widest_jackknife
+from .stats import (LEVEL, crossed_jackknife, format_estimate, group_jackknife, paired, stratified_jackknife,
+                    variance_shares)
 
 HOLDS, REFUTED, MIXED, INCONCLUSIVE, UNTESTED = "holds", "refuted", "mixed", "inconclusive", "not yet tested"
 VERDICTS = (HOLDS, MIXED, INCONCLUSIVE, REFUTED, UNTESTED)
@@ -171,7 +173,7 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
     """Rows of claims 1 and 2 from the noise series (one profile).
 
     The unit is a pretrained model inside its dose: after transfer learning, with all its
-    transfers, or a target dose and seed inside its dose, whichever interval is wider.
+    transfers, crossed with a target dose and seed (:func:`stats.crossed_jackknife`).
     """
     T = THRESHOLDS
     rows = []
@@ -204,13 +206,13 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
 
         if post.empty:
             continue
-        # the wider of leaving out a pretrained model with all its transfers (they share its
-        # weights) and leaving out a target and seed (its transfers share data and seed)
+        # crossed: a pretrained model's transfers share its weights, a target's share its data and seed
         seed = "|s" + post["seed"].astype(str)
         post = post.assign(model_unit=post["pretrain_domain"] + seed, target_unit=post["target_domain"] + seed)
-        st = widest_jackknife(post, after, ways=[("model_unit", ["pretrain_domain"]), ("target_unit", ["target_domain"])])
-        common = dict(units=post["model_unit"].nunique(), method="the wider of two jackknifes, leaving out a pretrained "
-                      "model with all its transfers within its dose or a target dose and seed within its dose; "
+        st = crossed_jackknife(post, after, first=("model_unit", ["pretrain_domain"]),
+                               second=("target_unit", ["target_domain"]), both=("unit", ["pretrain_domain", "eval_domain"]))
+        common = dict(units=post["model_unit"].nunique(), method="two-way jackknife: pretrained models with all their "
+                      "transfers within their dose, plus target doses and seeds within their dose, minus (pair, seed); "
                       "freezing options a fixed factor")
         rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
                          st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
@@ -309,11 +311,10 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
 def _paired_row(claim, part, series, metric, test, frame, value, threshold, side, by="group", **kw) -> dict:
     """A claim part from paired differences ``frame[value]``: their mean over transfer
-    pairs (seeds averaged within a pair). By default its interval is the wider of two
-    stratified jackknifes, one leaving out a pretrained model (pretraining domain and
-    seed) with all its transfers within its pretraining domain, one leaving out a target
-    and seed (shared transfer data and seed) within its target, and the sign count is over
-    the pretrained models' mean differences; ``by`` another column: a t interval over its
+    pairs (seeds averaged within a pair). By default its interval is two-way
+    (:func:`stats.crossed_jackknife`: pretrained models, which share their weights across
+    targets, crossed with targets and seeds, which share transfer data and seed), and the
+    sign count is over the pretrained models' mean differences; ``by`` another column: a t interval over its
     values (which are not independent of each other, as the method text says)."""
     frame = frame[frame[value].notna()]
     if by != "group":
@@ -322,17 +323,20 @@ def _paired_row(claim, part, series, metric, test, frame, value, threshold, side
     else:
         source, target = (frame["pair"].str.split(">").str[i] for i in (0, 1))
         seed = "|s" + frame["seed"].astype(str)
-        frame = frame.assign(source=source, target=target, group=source + seed, target_seed=target + seed)
+        frame = frame.assign(source=source, target=target, group=source + seed, target_seed=target + seed,
+                             cell=frame["pair"] + seed)
         mean_over_pairs = lambda f: float(per_pair(f, value, "pair").mean())  # noqa: E731
         # stratified by domain when seeds repeat a model; with one seed the domains are the replicates
         one_seed = frame["seed"].nunique() < 2
-        ways = [("group", [] if one_seed else ["source"]), ("target_seed", [] if one_seed else ["target"])]
+        strata = (lambda *cols: []) if one_seed else (lambda *cols: list(cols))  # noqa: E731
         st = {**paired(per_pair(frame, value, "group")),
-              **widest_jackknife(frame, mean_over_pairs, ways=ways)["value"]}
-        name, method = "pretrained models", ("paired differences, mean over transfer pairs; the wider of two "
-                                             "jackknifes, leaving out a pretrained model within its domain or a "
-                                             "target and seed within its target" + (" (one seed: not stratified, "
-                                             "the domains are the replicates)" if one_seed else ""))
+              **crossed_jackknife(frame, mean_over_pairs, first=("group", strata("source")),
+                                  second=("target_seed", strata("target")),
+                                  both=("cell", strata("source", "target")))["value"]}
+        name, method = "pretrained models", ("paired differences, mean over transfer pairs; two-way jackknife: "
+                                             "pretrained models within their domain plus targets and seeds within "
+                                             "their target, minus transfer pairs and seeds" + (" (one seed: not "
+                                             "stratified, the domains are the replicates)" if one_seed else ""))
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
     note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
     prefix = kw.pop("note_prefix", "")

@@ -5,8 +5,9 @@ share a pretraining defocus and a seed (in our series they all start from one pr
 model, so their transfers to different targets are not independent; the original
 pretrained a model per run, so there a group is a bundle of independent runs). Targets
 are crossed with them (every transfer into one target shares its test images, and in our
-series its transfer data and seed), so :func:`widest` gives the wider of two t
-intervals: over pretraining groups, and over target groups (target defocus and seed).
+series its transfer data and seed), so :func:`crossed` gives a two-way jackknife
+interval: pretraining groups within their defocus, crossed with target groups (target
+defocus and seed) within theirs.
 The mixture comparison keeps the domain pair as its unit (each mixture is its own model). Losses are compared as log ratios (a loss has a ratio
 scale; the original's and ours differ by definition but a ratio within one source is
 meaningful); ``percent`` turns a mean log ratio into a percentage change.
@@ -24,16 +25,21 @@ CONFIG = ["pretrain_domain", "target_domain", "transfer_images", "lr", "seed"]
 UNIT = ["pretrain_domain", "seed"]  # a pretraining group
 
 
-def widest(values: pd.Series) -> dict:
-    """:func:`stats.paired` over pretraining groups of ``values`` (indexed by at least
-    ``pretrain_domain``, ``target_domain`` and ``seed``; each group's mean), with the wider
-    of its t interval and that over target groups; counts are of pretraining groups."""
-    by_group = S.paired(values.groupby(level=UNIT).mean())
-    by_target = S.paired(values.groupby(level=["target_domain", "seed"]).mean())
-    width = lambda st: st["hi"] - st["lo"] if np.isfinite(st["hi"] - st["lo"]) else -np.inf  # noqa: E731
-    wider = by_target if width(by_target) > width(by_group) else by_group
-    return {**by_group, "lo": wider["lo"], "hi": wider["hi"], "df": wider["df"],
-            "way": "target groups" if wider is by_target else "pretraining groups"}
+def crossed(values: pd.Series) -> dict:
+    """Mean over transfer pairs of ``values`` (indexed by at least ``pretrain_domain``,
+    ``target_domain`` and ``seed``; seeds and other levels averaged within a pair) with a
+    two-way interval (:func:`stats.crossed_jackknife`: pretraining groups within their
+    defocus, crossed with target groups within theirs); counts are of pretraining groups."""
+    frame = values.rename("v").reset_index()
+    seed = "|s" + frame["seed"].astype(str)
+    frame = frame.assign(pair=frame["pretrain_domain"] + ">" + frame["target_domain"],
+                         group=frame["pretrain_domain"] + seed, target=frame["target_domain"] + seed)
+    frame = frame.assign(cell=frame["pair"] + seed)
+    mean = lambda f: float(f.groupby("pair")["v"].mean().mean())  # noqa: E731
+    st = S.crossed_jackknife(frame, mean, first=("group", ["pretrain_domain"]), second=("target", ["target_domain"]),
+                             both=("cell", ["pretrain_domain", "target_domain"]))["value"]
+    counts = S.paired(frame.groupby("group")["v"].mean())
+    return {**counts, "estimate": st["estimate"], "lo": st["lo"], "hi": st["hi"], "df": st["df"]}
 
 
 def percent(log_ratio: float) -> float:
@@ -56,7 +62,7 @@ def on_target(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataF
 def size_effect(target: pd.DataFrame, metric: str = "loss") -> dict[str, dict]:
     """Largest against smallest transfer set: per pair and seed, ``level`` the log ratio
     of the median metric and ``spread`` that of its interquartile range over the runs
-    (learning rates x freezing options), then :func:`widest` (in %)."""
+    (learning rates x freezing options), then :func:`crossed` (in %)."""
     small, large = target["transfer_images"].min(), target["transfer_images"].max()
 
     def per_pair(stat) -> pd.Series:
@@ -65,15 +71,15 @@ def size_effect(target: pd.DataFrame, metric: str = "loss") -> dict[str, dict]:
         return np.log(g[large] / g[small])
 
     iqr = lambda v: v.quantile(0.75) - v.quantile(0.25)  # noqa: E731
-    return {"level": as_percent(widest(per_pair("median"))), "spread": as_percent(widest(per_pair(iqr))),
+    return {"level": as_percent(crossed(per_pair("median"))), "spread": as_percent(crossed(per_pair(iqr))),
             "small": int(small), "large": int(large)}
 
 
 def freezing_effect(target: pd.DataFrame, mode: str, metric: str = "loss") -> dict:
     """Log ratio of ``metric`` with ``mode`` frozen to full fine-tuning, matched on pair,
-    set size, learning rates and seed; :func:`widest` (in %)."""
+    set size, learning rates and seed; :func:`crossed` (in %)."""
     wide = target.pivot_table(index=CONFIG, columns="freezing", values=metric, aggfunc="first")
-    return as_percent(widest(np.log(wide[mode] / wide["none"])))
+    return as_percent(crossed(np.log(wide[mode] / wide["none"])))
 
 
 def seed_spread(target: pd.DataFrame, metric: str = "loss") -> float:
@@ -158,30 +164,30 @@ def ood_change(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.Data
     for mode, part in [("all", spread), *spread.groupby("freezing")]:
         ratio = np.log(part["after"] / part["before"])
         ratio.index = pd.MultiIndex.from_frame(part[["pretrain_domain", "target_domain", "seed"]])
-        rows[mode] = {"grew": float((part["shift"] > 0).mean()), "runs": len(part), **as_percent(widest(ratio))}
+        rows[mode] = {"grew": float((part["shift"] > 0).mean()), "runs": len(part), **as_percent(crossed(ratio))}
     return pd.DataFrame(rows).T
 
 
 def ood_level(tables: dict[str, pd.DataFrame], metric: str = "loss") -> dict:
     """The level beside the spread: per transfer run, the log ratio of the median
     ``metric`` over every evaluated domain except the target, after/before transfer
-    learning; :func:`widest` (in %)."""
+    learning; :func:`crossed` (in %)."""
     frame = long_table(tables)
     other = frame[frame["eval_domain"] != frame["target_domain"]]
     level = other.groupby(["run_id", "stage"])[metric].median().unstack("stage")
     runs = frame.drop_duplicates("run_id").set_index("run_id")[["pretrain_domain", "target_domain", "seed"]]
     ratio = np.log(level["transfer"] / level["pretrain"])
-    return as_percent(widest(ratio.set_axis(pd.MultiIndex.from_frame(runs.loc[ratio.index]))))
+    return as_percent(crossed(ratio.set_axis(pd.MultiIndex.from_frame(runs.loc[ratio.index]))))
 
 
 def ood_freezing_difference(tables: dict[str, pd.DataFrame], mode: str, metric: str = "loss") -> dict:
     """The log ratio after/before of the out-of-distribution spread with ``mode`` frozen
     minus that with nothing frozen, matched on pair, set size, learning rates and seed;
-    :func:`widest` (in % of the ratio)."""
+    :func:`crossed` (in % of the ratio)."""
     spread = ood_spread(long_table(tables), metric)
     spread = spread.assign(change=np.log(spread["after"] / spread["before"]))
     wide = spread.pivot_table(index=CONFIG, columns="freezing", values="change", aggfunc="first")
-    return as_percent(widest(wide[mode] - wide["none"]))
+    return as_percent(crossed(wide[mode] - wide["none"]))
 
 
 def ood_by_pretraining(tables: dict[str, pd.DataFrame], metric: str = "loss") -> pd.DataFrame:

@@ -166,24 +166,35 @@ def stratified_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame]
     out = {}
     for k, value in est.items():
         lo, hi = _t_interval(float(value), variance[k], df, level)
-        out[k] = {"estimate": float(value), "lo": lo, "hi": hi, "df": df}
+        out[k] = {"estimate": float(value), "lo": lo, "hi": hi, "df": df, "variance": variance[k]}
     return out
 
 
-def widest_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
-                     ways: list[tuple[str, list[str]]], level: float = LEVEL) -> dict[str, dict]:
-    """For a crossed design (transfers share their pretrained model, and every transfer
-    into one target shares its target data and seed): :func:`stratified_jackknife` once
-    per ``(unit, strata)`` of ``ways``, and for each output the widest of the intervals,
-    with ``way`` naming the unit it came from. Neither way alone sees the other factor's
-    shared noise, so the wider interval is the safer one."""
-    results = [(unit, stratified_jackknife(cells, statistic, unit=unit, strata=strata, level=level))
-               for unit, strata in ways]
+def crossed_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
+                      first: tuple[str, list[str]], second: tuple[str, list[str]], both: tuple[str, list[str]],
+                      level: float = LEVEL) -> dict[str, dict]:
+    """For two crossed sources of shared noise (transfers share their pretrained model,
+    and every transfer into one target shares its data and seed): the two-way variance
+    V_first + V_second - V_both of :func:`stratified_jackknife` variances, each way a
+    ``(unit, strata)``; ``both`` is the unit where the two meet (one transfer pair and
+    seed). Where that sum is not positive, the larger of the two; Student's t with
+    Satterthwaite's degrees of freedom for the sum (at most the smaller of the two ways')."""
+    runs = {name: stratified_jackknife(cells, statistic, unit=unit, strata=strata, level=level)
+            for name, (unit, strata) in (("first", first), ("second", second), ("both", both))}
     out = {}
-    for k in results[0][1]:
-        width = lambda r: r[k]["hi"] - r[k]["lo"] if np.isfinite(r[k]["hi"] - r[k]["lo"]) else -np.inf  # noqa: E731
-        unit, best = max(results, key=lambda ur: width(ur[1]))
-        out[k] = {**best[k], "way": unit}
+    for k, a in runs["first"].items():
+        b, ab = runs["second"][k], runs["both"][k]
+        parts = [(a["variance"], a["df"]), (b["variance"], b["df"]), (ab["variance"], ab["df"])]
+        variance = a["variance"] + b["variance"] - ab["variance"]
+        if not variance > 0:
+            variance = max(a["variance"], b["variance"])
+        # Satterthwaite's degrees of freedom of a sum of variance estimates
+        spread = sum(v ** 2 / d for v, d in parts if d > 0)
+        df = min(a["df"], b["df"])
+        if spread > 0 and df >= 1:
+            df = max(1, int(min(df, variance ** 2 / spread)))
+        lo, hi = _t_interval(a["estimate"], variance, df, level)
+        out[k] = {"estimate": a["estimate"], "lo": lo, "hi": hi, "df": df, "variance": variance}
     return out
 
 
