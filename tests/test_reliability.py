@@ -412,7 +412,7 @@ def test_diverged_runs_are_recorded_and_the_sweep_goes_on(capsys, dirs, profiles
     assert "5 runs of this grid failed" in err and "delete their rows" in err
     monkeypatch.undo()
     # the projection does not count them as left to do (scripts/run-cpu-studies.sh promotes on 0 left)
-    from hrtem_tl.study import projection
+    from hrtem_tl.projection import projection
 
     assert projection(tiny_series, dirs["results_root"])["pending"] == 0
     # a resume retries none of them ...

@@ -385,7 +385,7 @@ def test_a_sweep_refuses_stale_stored_runs_before_simulating(local_study, tiny_s
     assert not (tmp_path / "no-data").exists()  # refused before any simulation
     assert {t: R.table_path(results, "defocus", t).read_bytes() for t in R.TABLES} == before  # nothing lost
     # the projection says so too (scripts/run-cpu-studies.sh then re-runs the series in data/results-next)
-    from hrtem_tl.study import projection
+    from hrtem_tl.projection import projection
 
     stale = projection(edited, results)
     assert stale["pending"] == stale["runs"] and "other settings" in stale["stale"]
@@ -399,6 +399,7 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
     import shutil
 
     from hrtem_tl import study as St
+    from hrtem_tl.projection import projection
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU's choice, on any machine
     _, kwargs = local_study
@@ -417,14 +418,14 @@ def test_a_sweep_goes_on_at_the_precision_of_its_stored_runs(local_study, tiny_s
     runs["config_hash"] = E.run_config_hash(tiny_series.profile, "defocus", Precision.named(other))
     runs.to_parquet(R.table_path(results, "defocus", "runs"))
     assert St.sweep_precision(tiny_series, results).name == other  # the stored runs' precision, not the machine's
-    assert St.projection(tiny_series, results)["precision"] == other
+    assert projection(tiny_series, results)["precision"] == other
     runs["config_hash"] = "0123456789abcdef"  # runs of other settings: the machine's best
     runs["precision"] = "bf16"
     runs.to_parquet(R.table_path(results, "defocus", "runs"))
     assert St.sweep_precision(tiny_series, results).name == Precision.choose(mixed).name
     monkeypatch.setattr(St, "bf16_supported", lambda: False)
-    assert "no native bf16" in St.projection(tiny_series, results, precision="bf16")["refused"]  # --plan says so
-    assert St.projection(tiny_series, results, precision="fp32")["refused"] is None
+    assert "no native bf16" in projection(tiny_series, results, precision="bf16")["refused"]  # --plan says so
+    assert projection(tiny_series, results, precision="fp32")["refused"] is None
     before = R.table_path(results, "defocus", "runs").read_bytes()
     with pytest.raises(ValueError, match="no native bf16"):
         run_study(tiny_series, **(kwargs | {"results_root": results, "data_root": tmp_path / "no-data",
@@ -501,7 +502,7 @@ def test_pretrained_models_are_shared_by_profiles_that_differ_only_in_transfer_s
 
 
 def test_projection_counts_what_is_left_and_times_it_from_stored_runs(local_study, tiny_series, tmp_path):
-    from hrtem_tl.study import projection
+    from hrtem_tl.projection import projection
 
     _, kwargs = local_study
     done = projection(tiny_series, kwargs["results_root"], freezing=("encoder", "none"))
@@ -522,7 +523,7 @@ def test_a_projection_from_one_stage_baseline_runs_times_baselines_and_refuses_t
     baseline sweep, and give a transfer series no number rather than 'nan h'."""
     from dataclasses import replace
 
-    from hrtem_tl.study import projection
+    from hrtem_tl.projection import projection
 
     _, kwargs = local_study
     runs = R.read_table(kwargs["results_root"], "defocus", "runs").assign(kind="baseline", wall_transfer_s=np.nan)
@@ -579,7 +580,7 @@ def test_the_baseline_series_trains_one_mixture_model_per_run(tiny_data, tiny_pr
 
 
 def test_the_projection_overhead_leaves_out_pauses_and_the_time_between_series():
-    from hrtem_tl.study import elapsed_overhead
+    from hrtem_tl.projection import elapsed_overhead
 
     def sweep(folder, start, n=6, pause_after=None):
         """n transfer runs of 10 s stage time finishing every 12 s on one worker (1.2x)."""

@@ -244,7 +244,7 @@ def _dispatch(args) -> int:
         return 0
     if args.verb == "study" and args.plan:
         from .results import DEFAULT_RESULTS
-        from .study import projection
+        from .projection import projection
 
         p = projection(series, args.results, args.workers, precision=args.precision, rates_from=(DEFAULT_RESULTS,))
         hours = "unknown" if p["hours"] is None else f"{p['hours']:.1f} h"
