@@ -65,6 +65,33 @@ def test_group_jackknife_is_calibrated_and_is_the_t_interval_of_a_mean():
     assert np.isnan(one["lo"])  # one group: no interval
 
 
+def test_a_share_is_jackknifed_on_the_logit_scale():
+    """A share near 0 from few groups: the logit interval stays inside (0, 1), is
+    asymmetric, and misses the truth 5 % of the time; the symmetric one dips below 0."""
+    rng = np.random.default_rng(3)
+    misses = below_zero = 0
+    for _ in range(TRIALS):
+        cells = pd.DataFrame({"lattice": list("abcdefgh"), "v": rng.beta(1, 9, size=8)})  # mean 0.1
+
+        def share(f):
+            return {"share": float(f["v"].mean())}
+
+        est = S.group_jackknife(cells, share, group="lattice", shares=("share",))["share"]
+        plain = S.group_jackknife(cells, share, group="lattice")["share"]
+        assert 0 < est["lo"] < est["estimate"] < est["hi"] < 1
+        assert est["estimate"] == pytest.approx(plain["estimate"])
+        assert est["hi"] - est["estimate"] > est["estimate"] - est["lo"]
+        misses += not (est["lo"] <= 0.1 <= est["hi"])
+        below_zero += plain["lo"] < 0
+    assert abs(misses / TRIALS - 0.05) < 0.02
+    assert below_zero > 0
+    cells = cells.assign(unit=range(8), stratum=0, target=[0, 1] * 4)
+    ways = dict(first=("unit", ["stratum"]), second=("target", ["stratum"]), both=("unit", ["stratum"]))
+    for st in (S.stratified_jackknife(cells, share, unit="unit", strata=["stratum"], shares=("share",)),
+               S.crossed_jackknife(cells, share, shares=("share",), **ways)):
+        assert 0 < st["share"]["lo"] < st["share"]["estimate"] < st["share"]["hi"] < 1
+
+
 def test_paired_is_calibrated():
     rng = np.random.default_rng(2)
     misses = sum(not (p["lo"] <= 0 <= p["hi"]) for p in (S.paired(rng.normal(size=12)) for _ in range(TRIALS)))

@@ -189,7 +189,7 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
             gap = lowest_row_gap(f, m, m, lowest)
             return {"share": variance_shares(f, m)["row"], "gap": gap["mean"], "best": gap["best"]}
 
-        st = stratified_jackknife(pre, before, unit="unit", strata=["pretrain_domain"])
+        st = stratified_jackknife(pre, before, unit="unit", strata=["pretrain_domain"], shares=("share",))
         common = dict(units=n_pre, method="jackknife over pretrained models, within dose")
         rows.append(_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
                          st["share"], T["strong_share"], seeds=_per_seed(pre, before, "share"), **common))
@@ -210,7 +210,8 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
         seed = "|s" + post["seed"].astype(str)
         post = post.assign(model_unit=post["pretrain_domain"] + seed, target_unit=post["target_domain"] + seed)
         st = crossed_jackknife(post, after, first=("model_unit", ["pretrain_domain"]),
-                               second=("target_unit", ["target_domain"]), both=("unit", ["pretrain_domain", "eval_domain"]))
+                               second=("target_unit", ["target_domain"]), both=("unit", ["pretrain_domain", "eval_domain"]),
+                               shares=("pre", "target"))
         common = dict(units=post["model_unit"].nunique(), method="two-way jackknife: pretrained models with all their "
                       "transfers within their dose, plus target doses and seeds within their dose, minus (pair, seed); "
                       "freezing options a fixed factor")
@@ -286,7 +287,7 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
                 shares = variance_shares(f, m, exclude_diagonal=True)
                 return {"target": shares["col"], "margin": shares["col"] - shares["row"]}
 
-            st = group_jackknife(small_post, after, group="lattice")
+            st = group_jackknife(small_post, after, group="lattice", shares=("target",))
             common = dict(units=small_post["lattice"].nunique(), method=method)
             rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
                              st["target"], T["most_share"], seeds=_per_seed(small_post, after, "target"), **common))
