@@ -383,10 +383,12 @@ def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
     cell's loss relative to its target's median with the distance |pretraining − target|
     [nm] (is a farther transfer harder?); of the defocus magnitudes with a target of
     either sign, at how many the positive (underfocus) target has the higher median loss.
-    None until our grid is complete."""
+    ``attrs["ρ after pretraining, our axis reversed"]``: the rank agreement of the two
+    after-pretraining matrices with our defocus axis read with the other sign. None until
+    our grid is complete."""
     from scipy.stats import spearmanr
 
-    from hrtem_tl.explore import series_domains
+    from hrtem_tl.explore import rank_agreement, series_domains
 
     ours = load("defocus", root)
     try:
@@ -397,10 +399,11 @@ def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
         return None
     domains = series_domains("defocus")
     nm = np.array([float(d.removeprefix("df")) for d in domains])
-    rows = {}
+    rows, pretrained = {}, {}
     for name, tables in {"ours": {"runs": ours.runs, "evaluations": ours.evaluations},
                          "original": _at_our_rates(ours, theirs)}.items():
-        m = _loss_matrices(tables["runs"], tables["evaluations"], "defocus")["transfer"]
+        matrices = _loss_matrices(tables["runs"], tables["evaluations"], "defocus")
+        m, pretrained[name] = matrices["transfer"], matrices["pretrain"]
         i, j = np.nonzero(~np.isnan(m) & ~np.eye(len(nm), dtype=bool))
         cells = pd.DataFrame({"pretrain": nm[i], "target": nm[j], "loss": m[i, j]})
         by_target = cells.groupby("target")["loss"].median()
@@ -415,7 +418,10 @@ def defocus_transfer_orders(root: Path = RESULTS) -> pd.DataFrame | None:
                       "ρ target loss vs defocus": spearmanr(per_target.index, per_target.to_numpy()).statistic,
                       "ρ relative loss vs distance": spearmanr((rest["pretrain"] - rest["target"]).abs(),
                                                                relative).statistic}
-    return pd.DataFrame(rows).T
+    out = pd.DataFrame(rows).T
+    out.attrs["ρ after pretraining, our axis reversed"] = rank_agreement(
+        pretrained["ours"][::-1, ::-1], pretrained["original"], False)["rho"]
+    return out
 
 
 def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
