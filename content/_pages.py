@@ -22,6 +22,7 @@ from IPython.display import HTML
 from hrtem_tl import analysis as A
 from hrtem_tl import measures as M
 from hrtem_tl import stats as S
+from hrtem_tl import verdicts as V
 from hrtem_tl.results import ResultsError, read_results
 
 RESULTS = Path(os.environ.get("HRTEM_TL_RESULTS", "../data/results"))
@@ -142,8 +143,8 @@ def seconds(x) -> str:
 
 
 def badge(verdict: str) -> str:
-    cls = {A.HOLDS: "holds", A.MIXED: "mixed", A.INCONCLUSIVE: "inconclusive", A.REFUTED: "refuted",
-           A.UNTESTED: "untested"}[verdict]
+    cls = {V.HOLDS: "holds", V.MIXED: "mixed", V.INCONCLUSIVE: "inconclusive", V.REFUTED: "refuted",
+           V.UNTESTED: "untested"}[verdict]
     return f'<span class="hr-v hr-{cls}">{html.escape(verdict)}</span>'
 
 
@@ -261,7 +262,7 @@ def assess(noise: SeriesData, structure: SeriesData, tlsize: SeriesData | None =
 
 def interval_text(row) -> str:
     """'estimate [lo, hi]' rounded to what the interval supports, with its units."""
-    if row["verdict"] == A.UNTESTED and math.isnan(row["estimate"]):
+    if row["verdict"] == V.UNTESTED and math.isnan(row["estimate"]):
         return "–"
     text = S.format_estimate(row["estimate"], row["lo"], row["hi"])
     if not math.isnan(row["lo"]):
@@ -284,7 +285,7 @@ def claim_rows_html(table: pd.DataFrame, claim: int) -> str:
     body = []
     for _, r in rows.iterrows():
         context = not bool(r["primary"])
-        note = f"<br><small>{html.escape(r['note'])}</small>" if r["note"] and r["verdict"] != A.UNTESTED else ""
+        note = f"<br><small>{html.escape(r['note'])}</small>" if r["note"] and r["verdict"] != V.UNTESTED else ""
         cells = [f"{claim}{r['part']}", r["series"], {"dice": "Dice", "time": "wall time"}.get(r["metric"], r["metric"]),
                  html.escape(str(r["test"])) + note, interval_text(r), seed_text(r),
                  html.escape(str(r["threshold_text"])),
@@ -298,9 +299,9 @@ def claim_rows_html(table: pd.DataFrame, claim: int) -> str:
 
 def claim_section(table: pd.DataFrame, claim: int) -> None:
     """Show one claim: our wording, its verdict with each part's verdict, its table."""
-    summary = A.claim_summary(table).loc[claim]
+    summary = V.claim_summary(table).loc[claim]
     parts = f" Parts: {html.escape(summary['parts'])}." if summary["parts"] else ""
-    show(f"<p><em>{html.escape(A.CLAIMS[claim])}</em></p>",
+    show(f"<p><em>{html.escape(V.CLAIMS[claim])}</em></p>",
          f"<p>Verdict from our data: {badge(summary['verdict'])}.{parts}</p>", claim_rows_html(table, claim))
 
 
@@ -310,7 +311,7 @@ def forest_figure(table: pd.DataFrame):
     refuted; between: inconclusive). Hover gives the estimate in its own units."""
     import plotly.graph_objects as go
 
-    rows = table[table["primary"].astype(bool) & (table["verdict"] != A.UNTESTED) & table["lo"].notna()].copy()
+    rows = table[table["primary"].astype(bool) & (table["verdict"] != V.UNTESTED) & table["lo"].notna()].copy()
     if rows.empty:
         return None
     half = (rows["hi"] - rows["lo"]) / 2
@@ -320,13 +321,13 @@ def forest_figure(table: pd.DataFrame):
     # for an equivalence part the claimed side is "inside the band": margin = tolerance - |centre| - nothing
     x = np.where(within, (rows["threshold"] - centre.abs()) / half, sign * (centre - rows["threshold"]) / half)
     labels = [f"{r.claim}{r.part} {r.series} {r.metric}" for r in rows.itertuples()]
-    colours = {A.HOLDS: "#2a8a2a", A.INCONCLUSIVE: "#4a6fb0", A.REFUTED: "#c03030"}
+    colours = {V.HOLDS: "#2a8a2a", V.INCONCLUSIVE: "#4a6fb0", V.REFUTED: "#c03030"}
     fig = go.Figure()
     for v, colour in colours.items():
         keep = (rows["verdict"] == v).to_numpy()
         if not keep.any():
             continue
-        texts = [A.sentence(r) for _, r in rows[keep].iterrows()]
+        texts = [V.sentence(r) for _, r in rows[keep].iterrows()]
         fig.add_trace(go.Scatter(x=x[keep], y=np.array(labels, dtype=object)[keep], mode="markers", name=v,
                                  marker={"color": colour, "size": 9},
                                  error_x={"type": "constant", "value": 1, "color": colour, "thickness": 1.5},

@@ -8,6 +8,8 @@ import pytest
 
 from hrtem_tl import analysis as A
 from hrtem_tl import measures as M
+from hrtem_tl import stats as S
+from hrtem_tl import verdicts as V
 from hrtem_tl.metrics import METRICS
 from hrtem_tl.series import parse_structure_domain as split_domain
 from hrtem_tl import results as R
@@ -75,14 +77,14 @@ def matrix_cells(values: dict[tuple[str, str], float]) -> pd.DataFrame:
 
 def test_shares_of_a_rows_only_matrix():
     cells = matrix_cells({(r, c): float(i) for i, r in enumerate("abc") for c in "xyz"})
-    s = A.variance_shares(cells, "loss")
+    s = S.variance_shares(cells, "loss")
     assert s["row"] == pytest.approx(1) and s["col"] == pytest.approx(0) and s["residual"] == pytest.approx(0)
 
 
 def test_shares_of_an_additive_matrix_sum_to_one_and_match_hand_computation():
     rows, cols = {"a": 0.0, "b": 2.0}, {"x": 0.0, "y": 1.0, "z": 5.0}
     cells = matrix_cells({(r, c): rows[r] + cols[c] for r in rows for c in cols})
-    s = A.variance_shares(cells, "loss")
+    s = S.variance_shares(cells, "loss")
     y = np.array([rows[r] + cols[c] for r in rows for c in cols])
     total = ((y - y.mean()) ** 2).sum()
     ss_row = 3 * sum((v - np.mean(list(rows.values()))) ** 2 for v in rows.values())
@@ -92,15 +94,15 @@ def test_shares_of_an_additive_matrix_sum_to_one_and_match_hand_computation():
 
 def test_shares_of_pure_interaction_go_to_the_residual():
     cells = matrix_cells({("a", "x"): 1.0, ("a", "y"): -1.0, ("b", "x"): -1.0, ("b", "y"): 1.0})
-    s = A.variance_shares(cells, "loss")
+    s = S.variance_shares(cells, "loss")
     assert s["residual"] == pytest.approx(1) and s["row"] == pytest.approx(0, abs=1e-12)
 
 
 def test_shares_without_the_diagonal_still_find_a_column_effect():
     cols = {"a": 0.0, "b": 1.0, "c": 3.0, "d": 4.0}
     cells = matrix_cells({(r, c): cols[c] + (100.0 if r == c else 0.0) for r in cols for c in cols})
-    assert A.variance_shares(cells, "loss")["residual"] > 0.5  # the large diagonal is interaction
-    s = A.variance_shares(cells, "loss", exclude_diagonal=True)
+    assert S.variance_shares(cells, "loss")["residual"] > 0.5  # the large diagonal is interaction
+    s = S.variance_shares(cells, "loss", exclude_diagonal=True)
     assert s["row"] == pytest.approx(0, abs=1e-9) and s["residual"] == pytest.approx(0, abs=1e-9)
     # without the diagonal, rows and columns are not orthogonal: part of the column
     # effect is "shared", but the column share still dominates
@@ -109,9 +111,9 @@ def test_shares_without_the_diagonal_still_find_a_column_effect():
 
 def test_shares_of_constant_cells_or_a_single_row_are_nan():
     cells = matrix_cells({(r, c): 1.0 for r in "ab" for c in "xy"})
-    assert np.isnan(A.variance_shares(cells, "loss")["row"])
+    assert np.isnan(S.variance_shares(cells, "loss")["row"])
     one_row = matrix_cells({("a", c): float(i) for i, c in enumerate("xyz")})
-    assert np.isnan(A.variance_shares(one_row, "loss")["col"])
+    assert np.isnan(S.variance_shares(one_row, "loss")["col"])
     assert np.isnan(M.lowest_row_gap(one_row, "loss", "loss", "a")["mean"])
 
 
@@ -143,21 +145,21 @@ def test_pick_profile_prefers_the_largest_scale():
 
 
 @pytest.mark.parametrize("lo,hi,thr,above,expected", [
-    (0.3, 0.5, 0.25, True, A.HOLDS), (0.1, 0.2, 0.25, True, A.REFUTED), (0.2, 0.3, 0.25, True, A.INCONCLUSIVE),
-    (0.01, 0.05, 0.1, False, A.HOLDS), (0.2, 0.3, 0.1, False, A.REFUTED), (np.nan, 1, 0, True, A.UNTESTED),
+    (0.3, 0.5, 0.25, True, V.HOLDS), (0.1, 0.2, 0.25, True, V.REFUTED), (0.2, 0.3, 0.25, True, V.INCONCLUSIVE),
+    (0.01, 0.05, 0.1, False, V.HOLDS), (0.2, 0.3, 0.1, False, V.REFUTED), (np.nan, 1, 0, True, V.UNTESTED),
 ])
 def test_verdict(lo, hi, thr, above, expected):
-    assert A.verdict(lo, hi, thr, above) == expected
+    assert V.verdict(lo, hi, thr, above) == expected
 
 
 def test_equivalence_and_combine():
-    assert A.equivalence(-0.005, 0.004, 0.01) == A.HOLDS
-    assert A.equivalence(0.02, 0.05, 0.01) == A.REFUTED
-    assert A.equivalence(-0.005, 0.05, 0.01) == A.INCONCLUSIVE
-    assert A.combine(A.HOLDS, A.HOLDS, A.UNTESTED) == A.HOLDS
-    assert A.combine(A.HOLDS, A.REFUTED) == A.MIXED
-    assert A.combine(A.INCONCLUSIVE, A.INCONCLUSIVE) == A.INCONCLUSIVE
-    assert A.combine(A.UNTESTED) == A.UNTESTED
+    assert V.equivalence(-0.005, 0.004, 0.01) == V.HOLDS
+    assert V.equivalence(0.02, 0.05, 0.01) == V.REFUTED
+    assert V.equivalence(-0.005, 0.05, 0.01) == V.INCONCLUSIVE
+    assert V.combine(V.HOLDS, V.HOLDS, V.UNTESTED) == V.HOLDS
+    assert V.combine(V.HOLDS, V.REFUTED) == V.MIXED
+    assert V.combine(V.INCONCLUSIVE, V.INCONCLUSIVE) == V.INCONCLUSIVE
+    assert V.combine(V.UNTESTED) == V.UNTESTED
 
 
 # --------------------------------------------------------------------------- claim statistics
@@ -287,7 +289,7 @@ LEVEL = {d: i for i, d in enumerate(DOSES)}  # 0 = lowest dose
 
 def _verdicts(runs, evals):
     table = A.assess_claims((runs, evals), None)
-    return table, A.claim_verdicts(table)
+    return table, V.claim_verdicts(table)
 
 
 def test_claims_1_and_2_hold_when_the_data_say_so():
@@ -296,8 +298,8 @@ def test_claims_1_and_2_hold_when_the_data_say_so():
         DOSES, lambda a, d, s: 0.5 - 0.08 * LEVEL[a] - 0.02 * LEVEL[d],
         lambda a, b, f, s: 0.3 - 0.05 * LEVEL[b] + 0.001 * LEVEL[a], noise=0.002, rng=rng)
     table, verdicts = _verdicts(runs, evals)
-    assert verdicts[1] == A.HOLDS and verdicts[2] == A.HOLDS
-    assert verdicts[3] == verdicts[4] == verdicts[5] == A.UNTESTED
+    assert verdicts[1] == V.HOLDS and verdicts[2] == V.HOLDS
+    assert verdicts[3] == verdicts[4] == verdicts[5] == V.UNTESTED
     assert (table.loc[table["claim"] == 6, "part"] == "a").any()  # transfer-set size: not varied
 
 
@@ -308,8 +310,8 @@ def test_claim_2_fails_when_the_pretraining_dose_still_rules_after_transfer():
         noise=0.002, rng=rng)
     table, verdicts = _verdicts(runs, evals)
     rows = table[table["claim"] == 2].set_index(["part", "metric"])
-    assert rows.loc[("a", "loss"), "verdict"] == A.REFUTED and rows.loc[("b", "loss"), "verdict"] == A.REFUTED
-    assert verdicts[2] in (A.REFUTED, A.MIXED)  # the slope on the target dose (part c) may still hold
+    assert rows.loc[("a", "loss"), "verdict"] == V.REFUTED and rows.loc[("b", "loss"), "verdict"] == V.REFUTED
+    assert verdicts[2] in (V.REFUTED, V.MIXED)  # the slope on the target dose (part c) may still hold
 
 
 def test_claim_6_freezing_parts():
@@ -319,18 +321,18 @@ def test_claim_6_freezing_parts():
         noise=0.0005, rng=rng, other_change=0.3, control_change=0.0)
     table = A.assess_claims((runs, evals), None)
     six = table[(table["claim"] == 6)].set_index(["part", "metric"])
-    assert six.loc[("b", "dice"), "verdict"] == A.HOLDS  # decoder frozen: as good
-    assert six.loc[("c", "dice"), "verdict"] == A.HOLDS  # encoder frozen: worse
-    assert six.loc[("d", "time"), "verdict"] == A.HOLDS  # and faster
+    assert six.loc[("b", "dice"), "verdict"] == V.HOLDS  # decoder frozen: as good
+    assert six.loc[("c", "dice"), "verdict"] == V.HOLDS  # encoder frozen: worse
+    assert six.loc[("d", "time"), "verdict"] == V.HOLDS  # and faster
     assert six.loc[("d", "time"), "estimate"] == pytest.approx(0.3, abs=0.03)
-    assert six.loc[("e", "loss"), "verdict"] == A.HOLDS  # worse elsewhere than its control
-    assert six.loc[("g", "loss"), "verdict"] == A.HOLDS  # and on its own pretraining dose
-    assert six.loc[("a", ""), "verdict"] == A.UNTESTED
+    assert six.loc[("e", "loss"), "verdict"] == V.HOLDS  # worse elsewhere than its control
+    assert six.loc[("g", "loss"), "verdict"] == V.HOLDS  # and on its own pretraining dose
+    assert six.loc[("a", ""), "verdict"] == V.UNTESTED
 
 
 def test_no_results_means_not_yet_tested():
-    verdicts = A.claim_verdicts(A.assess_claims(None, None))
-    assert set(verdicts) == {A.UNTESTED} and list(verdicts.index) == [1, 2, 3, 4, 5, 6]
+    verdicts = V.claim_verdicts(A.assess_claims(None, None))
+    assert set(verdicts) == {V.UNTESTED} and list(verdicts.index) == [1, 2, 3, 4, 5, 6]
 
 
 def test_structure_claims_on_a_small_hand_made_series():
@@ -354,11 +356,11 @@ def test_structure_claims_on_a_small_hand_made_series():
                                noise=0.001, rng=np.random.default_rng(4))
     table = A.assess_claims(None, (runs, evals))
     v = table[table["primary"]].set_index(["claim", "part", "metric"])["verdict"]
-    assert v[(3, "a", "loss")] == A.HOLDS  # same structure type is better, row and column effects removed
-    assert v[(4, "a", "loss")] == A.HOLDS and v[(4, "b", "loss")] == A.HOLDS
-    assert v[(5, "a", "loss")] == A.HOLDS  # small-particle models worse on large ones
-    assert v[(5, "b", "loss")] == A.HOLDS  # TL leaves little of the gap
-    assert A.claim_verdicts(table)[1] == A.UNTESTED
+    assert v[(3, "a", "loss")] == V.HOLDS  # same structure type is better, row and column effects removed
+    assert v[(4, "a", "loss")] == V.HOLDS and v[(4, "b", "loss")] == V.HOLDS
+    assert v[(5, "a", "loss")] == V.HOLDS  # small-particle models worse on large ones
+    assert v[(5, "b", "loss")] == V.HOLDS  # TL leaves little of the gap
+    assert V.claim_verdicts(table)[1] == V.UNTESTED
 
 
 def test_structure_claims_wait_for_enough_lattices():
@@ -371,18 +373,18 @@ def test_structure_claims_wait_for_enough_lattices():
         return fake_results(domains, lambda a, d, s: 0.2 + 0.1 * (a != d), lambda a, b, f, s: 0.15, pairs=pairs,
                             series="structure", seeds=(0,), noise=0.01, rng=np.random.default_rng(2))
 
-    need = A.THRESHOLDS["min_lattices"]
+    need = V.THRESHOLDS["min_lattices"]
     early = A.assess_claims(None, sources_table(["Cu_small", "Cu_large", "Ag_small"]))
     early = early[early["claim"].isin([3, 4, 5])]
-    assert set(early["verdict"]) == {A.UNTESTED}
+    assert set(early["verdict"]) == {V.UNTESTED}
     assert early["threshold_text"].str.contains(f"2 lattice\\(s\\) so far \\(Ag, Cu\\); needs at least {need}").all()
     later = A.assess_claims(None, sources_table(["Cu_small", "Cu_large", "Ag_small", "Ag_large", "C_small"]))
-    tested = set(later.loc[later["verdict"] != A.UNTESTED, "claim"])
+    tested = set(later.loc[later["verdict"] != V.UNTESTED, "claim"])
     assert {3, 4} <= tested and 5 not in tested
     assert later.loc[later["claim"] == 5, "threshold_text"].str.contains("both particle sizes for 2 lattice").all()
     # the structure sweep's first part: every model, but only transfers between the sizes of a lattice
     sizes_first = A.assess_claims(None, sources_table(domains[:6], same_lattice_only=True))
-    tested = set(sizes_first.loc[sizes_first["verdict"] != A.UNTESTED, "claim"])
+    tested = set(sizes_first.loc[sizes_first["verdict"] != V.UNTESTED, "claim"])
     assert {3, 5} <= tested and 4 not in tested
     assert sizes_first.loc[sizes_first["claim"] == 4, "threshold_text"].str.contains("from 0 pretraining lattice").all()
 
@@ -402,11 +404,11 @@ def test_transfer_size_claim_comes_from_the_tlsize_series():
     rng = np.random.default_rng(3)
     table = A.assess_claims(None, None, tlsize=_sized_results((8, 16, 32, 64), rng))
     v = table.set_index(["claim", "part", "metric"])["verdict"]
-    assert v[(6, "a", "loss")] == A.HOLDS and v[(6, "a", "dice")] == A.HOLDS  # more data, better models
-    assert v[(6, "f", "loss")] == A.HOLDS  # and less spread between them
+    assert v[(6, "a", "loss")] == V.HOLDS and v[(6, "a", "dice")] == V.HOLDS  # more data, better models
+    assert v[(6, "f", "loss")] == V.HOLDS  # and less spread between them
     early = A.assess_claims(None, None, tlsize=_sized_results((8,), rng))
     row = early[early["claim"] == 6].iloc[0]
-    assert row["verdict"] == A.UNTESTED and "1 transfer-set size(s) so far" in row["threshold_text"]
+    assert row["verdict"] == V.UNTESTED and "1 transfer-set size(s) so far" in row["threshold_text"]
     none = A.assess_claims(None, None)
     assert none.loc[none["claim"] == 6, "threshold_text"].tolist() == ["no tlsize results yet"]
 
@@ -418,8 +420,8 @@ def test_partial_results_of_a_running_study_do_not_break_the_claims():
     keep = runs.iloc[: len(runs) // 3]  # the first third of the grid has finished
     evals = evals[evals["run_id"].isin(keep["run_id"])]
     table = A.assess_claims((keep.reset_index(drop=True), evals.reset_index(drop=True)), None)
-    allowed = set(A.VERDICTS)
-    assert set(table["verdict"]) <= allowed and set(A.claim_verdicts(table)) <= allowed
+    allowed = set(V.VERDICTS)
+    assert set(table["verdict"]) <= allowed and set(V.claim_verdicts(table)) <= allowed
     assert (table["claim"] == 1).sum() == 6  # three parts, both metrics, even with one seed
 
 
@@ -473,15 +475,15 @@ def test_sentences_and_verdicts_follow_the_estimate_when_the_effect_is_reversed(
                                noise=0.002, rng=rng)
     table = A.assess_claims((runs, evals), None)
     row = table[(table["claim"] == 1) & (table["part"] == "b") & (table["metric"] == "dice")].iloc[0]
-    text = A.sentence(row)
+    text = V.sentence(row)
     if sign == 1:
-        assert row["estimate"] < 0 and row["verdict"] == A.HOLDS
+        assert row["estimate"] < 0 and row["verdict"] == V.HOLDS
         assert "is below 0" in text and "holds" in text
     else:
-        assert row["estimate"] > 0 and row["verdict"] == A.REFUTED
+        assert row["estimate"] > 0 and row["verdict"] == V.REFUTED
         assert "is above 0" in text and "is refuted" in text
-    assert A.format_estimate(row["estimate"], row["lo"], row["hi"]) in text
-    summary = A.claim_summary(table).loc[1]
+    assert S.format_estimate(row["estimate"], row["lo"], row["hi"]) in text
+    summary = V.claim_summary(table).loc[1]
     assert f"1b {row['verdict']}" in summary["parts"]
 
 
@@ -490,8 +492,8 @@ def test_an_interval_that_spans_the_threshold_is_inconclusive_and_says_what_it_c
     runs, evals = fake_results(DOSES, lambda a, d, s: 0.3, lambda a, b, f, s: 0.1, noise=0.02, rng=rng)
     table = A.assess_claims((runs, evals), None)
     row = table[(table["claim"] == 1) & (table["part"] == "b") & (table["metric"] == "dice")].iloc[0]
-    assert row["verdict"] == A.INCONCLUSIVE and row["lo"] < 0 < row["hi"]
-    assert "cannot be told apart from 0" in A.sentence(row) and f"{row['detectable']:.2g}" in A.sentence(row)
+    assert row["verdict"] == V.INCONCLUSIVE and row["lo"] < 0 < row["hi"]
+    assert "cannot be told apart from 0" in V.sentence(row) and f"{row['detectable']:.2g}" in V.sentence(row)
 
 
 def test_the_defocus_orders_read_the_target_trend_and_the_transfer_distance(tmp_path, monkeypatch):
@@ -540,7 +542,7 @@ def test_transfer_intervals_count_pretrained_models_not_pairs():
     assert (noise.loc[noise["claim"] == 2, "units"] == 10).all()
     assert noise.loc[noise["claim"] == 2, "df"].between(1, 5).all()  # at most 10 models in 5 doses
     training = pd.DataFrame(A.assess_training("noise", runs, evals))
-    tested = training[training["verdict"] != A.UNTESTED]
+    tested = training[training["verdict"] != V.UNTESTED]
     assert set(tested["part"]) >= {"b", "c", "d", "e", "g"} and (tested["units"] == 10).all()
     assert tested["note"].str.contains("of 10 pretrained models").all()
 
@@ -568,6 +570,6 @@ def test_structure_freezing_parts_judge_lattice_transfers_and_show_size_transfer
     runs, evals = fake_results(domains, lambda a, d, s: 0.3, post, noise=0.001, rng=rng, series="structure")
     rows = pd.DataFrame(A.assess_training("structure", runs, evals, metrics=("dice",)))
     b = rows[rows["part"] == "b"].set_index("primary")
-    assert b.loc[True, "test"].endswith("(between lattices)") and b.loc[True, "verdict"] == A.HOLDS
+    assert b.loc[True, "test"].endswith("(between lattices)") and b.loc[True, "verdict"] == V.HOLDS
     assert b.loc[False, "test"].endswith("(between the particle sizes of one lattice)")
     assert b.loc[False, "estimate"] == pytest.approx(-0.3, abs=0.01) and b.loc[False, "note"].startswith("context")

@@ -1,4 +1,4 @@
-"""The claims of the original study, tested on our results: parts, verdicts, sentences.
+"""The claims of the original study, tested on our results: one row per claim part.
 
 Each claim part is a measure of :mod:`hrtem_tl.measures` (computed on the per-model
 tables of :func:`hrtem_tl.measures.model_cells`) with an interval from
@@ -29,16 +29,11 @@ Conventions
   pretraining domains per target) is a t interval over targets, which share models.
   In the structure series the freezing parts are judged on transfers between lattices,
   with size transfers (two particle sizes of one lattice) as context rows.
-* Verdicts of a part (:func:`verdict`): ``holds`` (the interval lies on the claimed
-  side of the threshold), ``refuted`` (wholly on the other side), ``inconclusive``
-  (it spans the threshold; ``detectable`` gives the smallest distance from the
-  threshold these data resolve). A claim's parts combine to their common verdict, or
-  to ``mixed`` when they differ (:func:`claim_summary` lists them).
+* Verdicts, thresholds and sentences are :mod:`hrtem_tl.verdicts`.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .measures import (DOSE, class_contrast, control_changes, dose_slope, lighter_advantage, lighter_pairs,
@@ -46,127 +41,8 @@ from .measures import (DOSE, class_contrast, control_changes, dose_slope, lighte
                        size_gaps, size_pairs, space_groups, structure_types)
 from .results import controls, transfers
 from .series import parse_structure_domain
-from .stats import (LEVEL, crossed_jackknife, format_estimate, group_jackknife, paired, stratified_jackknife,
-                    variance_shares)
-
-HOLDS, REFUTED, MIXED, INCONCLUSIVE, UNTESTED = "holds", "refuted", "mixed", "inconclusive", "not yet tested"
-VERDICTS = (HOLDS, MIXED, INCONCLUSIVE, REFUTED, UNTESTED)
-
-#: Thresholds of the verdicts, in one place so the pages can print them.
-THRESHOLDS = {
-    "strong_share": 0.25,  # a factor explaining at least this share of the cell variance "matters strongly"
-    "weak_share": 0.10,  # a factor explaining at most this share "hardly matters"
-    "most_share": 0.50,  # a factor explaining at least this share explains "most" of it
-    "removed": 0.50,  # transfer learning "removes most" of a gap: at most this fraction of it is left
-    "little": 0.50,  # a size gap at most this fraction of the gap between lattices "matters little"
-    "equal_dice": 0.01,  # two Dice values closer than this are "about as good"
-    "equal_loss": 0.05,  # two losses whose relative difference is below this are "about as good"
-    "level": LEVEL,  # width of every interval
-    "min_lattices": 3,  # structure claims need pretrained models of at least this many lattices
-}
-
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-def verdict(lo: float, hi: float, threshold: float, above: bool = True) -> str:
-    """``holds`` if [lo, hi] lies beyond ``threshold`` on the claimed side (``above``:
-    the claim is that the statistic exceeds it), ``refuted`` if it lies wholly on the
-    other side, ``inconclusive`` if it spans the threshold."""
-    if np.isnan(lo) or np.isnan(hi):
-        return UNTESTED
-    if not above:
-        lo, hi, threshold = -hi, -lo, -threshold
-    if lo > threshold:
-        return HOLDS
-    if hi < threshold:
-        return REFUTED
-    return INCONCLUSIVE
-
-
-def equivalence(lo: float, hi: float, tol: float) -> str:
-    """``holds`` if [lo, hi] lies inside [-tol, tol], ``refuted`` if it lies wholly
-    outside it, ``inconclusive`` otherwise."""
-    if np.isnan(lo) or np.isnan(hi):
-        return UNTESTED
-    if -tol <= lo and hi <= tol:
-        return HOLDS
-    if hi < -tol or lo > tol:
-        return REFUTED
-    return INCONCLUSIVE
-
-
-def combine(*verdicts: str) -> str:
-    """One verdict for a claim made of parts: their common verdict, else ``mixed``.
-    Untested parts are ignored unless every part is untested."""
-    tested = [v for v in verdicts if v != UNTESTED]
-    if not tested:
-        return UNTESTED
-    return tested[0] if all(v == tested[0] for v in tested) else MIXED
-
-
-# --------------------------------------------------------------------------- tolerances
-
-
-def tolerance(metric: str) -> float:
-    """The "about as good" tolerance: relative for the loss, absolute otherwise."""
-    return THRESHOLDS["equal_loss"] if metric == "loss" else THRESHOLDS["equal_dice"]
-
-
-# --------------------------------------------------------------------------- the six claims
-
-#: The claims of the original study under test, in our words.
-CLAIMS = {
-    1: "After pretraining alone, how well a model does depends strongly on the dose of its "
-       "pretraining images, and models pretrained at low dose are worse on every dose.",
-    2: "After transfer learning, performance on the target dose barely depends on the pretraining "
-       "dose and tracks the signal-to-noise ratio of the target.",
-    3: "After pretraining alone, models do comparably well on lattices of the same symmetry class; "
-       "inside a class, models of lighter elements are sometimes slightly better.",
-    4: "After transfer learning, performance on a new lattice is set mostly by the target lattice.",
-    5: "Particle size matters little: after pretraining, models trained on small particles are "
-       "slightly worse on large ones, and transfer learning removes most of that gap.",
-    6: "More transfer data lowers the loss and its spread; freezing the decoder is about as good as "
-       "fine-tuning everything; freezing the encoder is slightly worse but faster; transfer learning "
-       "can degrade out-of-distribution performance.",
-}
-
-COLUMNS = ["claim", "part", "series", "metric", "test", "estimate", "lo", "hi", "df", "detectable", "seed_min",
-           "seed_max", "seeds", "units", "method", "threshold", "side", "threshold_text", "verdict", "primary", "note"]
-
-
-def _per_seed(cells: pd.DataFrame, fn, key: str) -> list[float]:
-    """The statistic ``fn(...)[key]`` on each seed's rows alone (the seed-to-seed noise floor)."""
-    out = []
-    for _, frame in cells.groupby("seed", sort=True):
-        value = fn(frame)
-        out.append(float(value[key] if isinstance(value, dict) else value))
-    return out
-
-
-def _row(claim, part, series, metric, test, stat: dict, threshold: float, *, side: str = "above",
-         seeds: list[float] | None = None, units: int = 0, method: str = "", primary: bool = True,
-         note: str = "") -> dict:
-    """One claim part: estimate, interval, verdict against ``threshold`` on ``side``
-    (``above``, ``below`` or ``within`` ±threshold)."""
-    lo, hi = stat["lo"], stat["hi"]
-    if side == "within":
-        v, text = equivalence(lo, hi, threshold), f"within ±{threshold:g}"
-    else:
-        v, text = verdict(lo, hi, threshold, above=side == "above"), f"{'>' if side == 'above' else '<'} {threshold:g}"
-    seeds = [s for s in (seeds or []) if not np.isnan(s)]
-    return {"claim": claim, "part": part, "series": series, "metric": metric, "test": test,
-            "estimate": stat["estimate"], "lo": lo, "hi": hi, "df": stat.get("df", 0),
-            "detectable": (hi - lo) / 2 if not np.isnan(lo) else np.nan,
-            "seed_min": min(seeds) if seeds else np.nan, "seed_max": max(seeds) if seeds else np.nan,
-            "seeds": len(seeds), "units": units, "method": method, "threshold": threshold, "side": side,
-            "threshold_text": text, "verdict": v, "primary": primary, "note": note}
-
-
-def _untested(claim, part, series, test, why):
-    nan = {"estimate": np.nan, "lo": np.nan, "hi": np.nan}
-    return _row(claim, part, series, "", test, nan, np.nan, note=why) | {"verdict": UNTESTED, "threshold_text": why}
+from .stats import crossed_jackknife, group_jackknife, paired, stratified_jackknife, variance_shares
+from .verdicts import COLUMNS, THRESHOLDS, claim_row, per_seed, tolerance, untested
 
 
 def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
@@ -181,7 +57,7 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
     post = model_cells(runs, evaluations, "transfer")
     doses = sorted({d for d in pre["pretrain_domain"] if d in DOSE}, key=DOSE.get)
     if len(doses) < 2:
-        return [_untested(c, "", "noise", "needs models of two doses or more", "fewer than two doses") for c in (1, 2)]
+        return [untested(c, "", "noise", "needs models of two doses or more", "fewer than two doses") for c in (1, 2)]
     lowest = doses[0]
     n_pre = pre["unit"].nunique()
     for m in metrics:
@@ -191,14 +67,14 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
 
         st = stratified_jackknife(pre, before, unit="unit", strata=["pretrain_domain"], shares=("share",))
         common = dict(units=n_pre, method="jackknife over pretrained models, within dose")
-        rows.append(_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
-                         st["share"], T["strong_share"], seeds=_per_seed(pre, before, "share"), **common))
-        rows.append(_row(1, "b", "noise", m, f"lowest-dose ({DOSE[lowest]:g} e-/Å²) models minus the others, mean over "
+        rows.append(claim_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
+                         st["share"], T["strong_share"], seeds=per_seed(pre, before, "share"), **common))
+        rows.append(claim_row(1, "b", "noise", m, f"lowest-dose ({DOSE[lowest]:g} e-/Å²) models minus the others, mean over "
                          "evaluated doses (goodness; negative = the lowest dose is worse)", st["gap"], 0.0,
-                         side="below", seeds=_per_seed(pre, before, "gap"), **common))
-        rows.append(_row(1, "c", "noise", m, "the same on the evaluated dose where the lowest-dose models are least "
+                         side="below", seeds=per_seed(pre, before, "gap"), **common))
+        rows.append(claim_row(1, "c", "noise", m, "the same on the evaluated dose where the lowest-dose models are least "
                          "behind (negative = worse on every dose)", st["best"], 0.0, side="below",
-                         seeds=_per_seed(pre, before, "best"), **common))
+                         seeds=per_seed(pre, before, "best"), **common))
 
         def after(f, m=m):
             shares = variance_shares(f, m, exclude_diagonal=True)
@@ -215,12 +91,12 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
         common = dict(units=post["model_unit"].nunique(), method="two-way jackknife: pretrained models with all their "
                       "transfers within their dose, plus target doses and seeds within their dose, minus (pair, seed); "
                       "freezing options a fixed factor")
-        rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
-                         st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
-        rows.append(_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
-                         st["target"], T["most_share"], seeds=_per_seed(post, after, "target"), **common))
-        rows.append(_row(2, "c", "noise", m, "slope of after-TL goodness on the target dose (per doubling; "
-                         "positive = better at higher dose)", st["slope"], 0.0, seeds=_per_seed(post, after, "slope"),
+        rows.append(claim_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
+                         st["pre"], T["weak_share"], side="below", seeds=per_seed(post, after, "pre"), **common))
+        rows.append(claim_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
+                         st["target"], T["most_share"], seeds=per_seed(post, after, "target"), **common))
+        rows.append(claim_row(2, "c", "noise", m, "slope of after-TL goodness on the target dose (per doubling; "
+                         "positive = better at higher dose)", st["slope"], 0.0, seeds=per_seed(post, after, "slope"),
                          **common))
     return rows
 
@@ -245,17 +121,17 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     if len(small) < need:
         why = (f"small-particle models of {len(small)} lattice(s) so far ({', '.join(small) or 'none'}); "
                f"needs at least {need}")
-        return [_untested(c, "", "structure", text, why) for c, text in (
+        return [untested(c, "", "structure", text, why) for c, text in (
             (3, "structure classes after pretraining"), (4, "target versus pretraining lattice after TL"),
             (5, "effect of particle size"))]
     transferred = sorted({parse_structure_domain(d)[0] for d in small_post["pretrain_domain"].unique()})
     targets_tested, sizes_tested = len(transferred) >= need, len(paired_sizes) >= need
     if not targets_tested:
-        rows.append(_untested(4, "", "structure", "target versus pretraining lattice after TL",
+        rows.append(untested(4, "", "structure", "target versus pretraining lattice after TL",
                               f"transfers between small-particle lattices from {len(transferred)} pretraining "
                               f"lattice(s) so far ({', '.join(transferred) or 'none'}); needs at least {need}"))
     if not sizes_tested:
-        rows.append(_untested(5, "", "structure", "effect of particle size",
+        rows.append(untested(5, "", "structure", "effect of particle size",
                               f"models of both particle sizes for {len(paired_sizes)} lattice(s) so far "
                               f"({', '.join(paired_sizes)}); needs at least {need}"))
     domains = sorted(set(small_pre["pretrain_domain"]))
@@ -270,17 +146,17 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
         st = group_jackknife(small_pre, classes, group="lattice")
         common = dict(units=small_pre["lattice"].nunique(), method=method)
-        rows.append(_row(3, "a", "structure", m, "same- minus other-structure-type goodness after pretraining, row "
+        rows.append(claim_row(3, "a", "structure", m, "same- minus other-structure-type goodness after pretraining, row "
                          "and column effects removed (small particles)", st["type"], 0.0,
-                         seeds=_per_seed(small_pre, classes, "type"), **common))
-        rows.append(_row(3, "a", "structure", m, "the same without removing row and column effects", st["raw"], 0.0,
-                         seeds=_per_seed(small_pre, classes, "raw"), primary=False,
+                         seeds=per_seed(small_pre, classes, "type"), **common))
+        rows.append(claim_row(3, "a", "structure", m, "the same without removing row and column effects", st["raw"], 0.0,
+                         seeds=per_seed(small_pre, classes, "raw"), primary=False,
                          note="context: the lattice a model is evaluated on dominates raw cells", **common))
-        rows.append(_row(3, "a", "structure", m, "the same with space groups as classes (diamond and spinel share "
-                         "227), effects removed", st["sg"], 0.0, seeds=_per_seed(small_pre, classes, "sg"),
+        rows.append(claim_row(3, "a", "structure", m, "the same with space groups as classes (diamond and spinel share "
+                         "227), effects removed", st["sg"], 0.0, seeds=per_seed(small_pre, classes, "sg"),
                          primary=False, note="context: the grouping of the earlier report", **common))
-        rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a structure type, on "
-                         "the other lattices", st["light"], 0.0, seeds=_per_seed(small_pre, classes, "light"),
+        rows.append(claim_row(3, "b", "structure", m, "lighter- minus heavier-element models within a structure type, on "
+                         "the other lattices", st["light"], 0.0, seeds=per_seed(small_pre, classes, "light"),
                          **common))
         if targets_tested:
             def after(f, m=m):
@@ -289,10 +165,10 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
             st = group_jackknife(small_post, after, group="lattice", shares=("target",))
             common = dict(units=small_post["lattice"].nunique(), method=method)
-            rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
-                             st["target"], T["most_share"], seeds=_per_seed(small_post, after, "target"), **common))
-            rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
-                             st["margin"], 0.0, seeds=_per_seed(small_post, after, "margin"), **common))
+            rows.append(claim_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
+                             st["target"], T["most_share"], seeds=per_seed(small_post, after, "target"), **common))
+            rows.append(claim_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
+                             st["margin"], 0.0, seeds=per_seed(small_post, after, "margin"), **common))
         if not sizes_tested:
             continue
 
@@ -301,12 +177,12 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
         st = group_jackknife(both, gaps, group="lattice")
         common = dict(units=both["lattice"].nunique(), method=method)
-        rows.append(_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles (goodness)",
-                         st["small_on_large"], 0.0, seeds=_per_seed(both, gaps, "small_on_large"), **common))
-        rows.append(_row(5, "b", "structure", m, "fraction of the size gap left after TL", st["left"], T["removed"],
-                         side="below", seeds=_per_seed(both, gaps, "left"), **common))
-        rows.append(_row(5, "c", "structure", m, "size gap relative to the gap between lattices", st["ratio"],
-                         T["little"], side="below", seeds=_per_seed(both, gaps, "ratio"), **common))
+        rows.append(claim_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles (goodness)",
+                         st["small_on_large"], 0.0, seeds=per_seed(both, gaps, "small_on_large"), **common))
+        rows.append(claim_row(5, "b", "structure", m, "fraction of the size gap left after TL", st["left"], T["removed"],
+                         side="below", seeds=per_seed(both, gaps, "left"), **common))
+        rows.append(claim_row(5, "c", "structure", m, "size gap relative to the gap between lattices", st["ratio"],
+                         T["little"], side="below", seeds=per_seed(both, gaps, "ratio"), **common))
     return sorted(rows, key=lambda r: (r["claim"], r["part"]))
 
 
@@ -341,7 +217,7 @@ def _paired_row(claim, part, series, metric, test, frame, value, threshold, side
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
     note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
     prefix = kw.pop("note_prefix", "")
-    return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
+    return claim_row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
                 method=method, note=f"{prefix}; {note}" if prefix else note, **kw)
 
 
@@ -372,7 +248,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
                                  ("encoder", "c", "encoder frozen vs full fine-tuning")):
             sub = pairs[pairs["freezing"] == mode]
             if sub.empty or "none" not in modes:
-                rows.append(_untested(6, part, series, text, "no paired runs"))
+                rows.append(untested(6, part, series, text, "no paired runs"))
                 continue
             if mode == "decoder":
                 key, side, threshold = ("rel" if m == "loss" else "diff"), "within", tolerance(m)
@@ -388,7 +264,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
             sub = changes[changes["kind"] == kind]
             if sub.empty:
                 why = "no control runs (protocol 1)" if controls(runs).empty else f"no evaluations on {text}"
-                rows.append(_untested(6, part, series, f"TL against its control on {text}", why))
+                rows.append(untested(6, part, series, f"TL against its control on {text}", why))
                 continue
             rows.append(_paired_row(6, part, series, m, f"change on {text} after TL minus the control's change "
                                     "(goodness; negative = TL worse than further training at home)", sub, "excess",
@@ -396,7 +272,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
     sub = paired_freezing(runs, evaluations, "loss")
     sub = sub[sub["freezing"] == "encoder"].assign(saved=lambda f: 1 - f["time_ratio"])
     if sub.empty:
-        rows.append(_untested(6, "d", series, "speed-up of encoder freezing", "no paired runs"))
+        rows.append(untested(6, "d", series, "speed-up of encoder freezing", "no paired runs"))
     else:
         rows.append(_paired_row(6, "d", series, "time", "transfer wall-time saved by freezing the encoder (share)",
                                 sub, "saved", 0.0, "above"))
@@ -410,7 +286,7 @@ def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=
     post = size_cells(runs, evaluations)
     sizes = sorted(post["transfer_images"].unique())
     if len(sizes) < 2:
-        return [_untested(6, "a", series, "effect of the transfer-set size",
+        return [untested(6, "a", series, "effect of the transfer-set size",
                           f"{len(sizes)} transfer-set size(s) so far; needs at least 2")]
     rows = []
     for m in metrics:
@@ -433,73 +309,19 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     tested``). Rows with ``primary`` False give context and do not enter the verdicts."""
     rows = []
     if noise is None or noise[0].empty:
-        rows += [_untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
+        rows += [untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
     else:
         rows += assess_noise(*noise, metrics=metrics)
     if structure is None or structure[0].empty:
-        rows += [_untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
+        rows += [untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
                  for c in (3, 4, 5)]
     else:
         rows += assess_structure(*structure, metrics=metrics)
     if tlsize is None or tlsize[0].empty:
-        rows.append(_untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
+        rows.append(untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
     else:
         rows += assess_transfer_size(*tlsize, metrics=metrics)
     for name, data in (("noise", noise), ("structure", structure)):
         if data is not None and not data[0].empty:
             rows += assess_training(name, *data, metrics=metrics)
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per claim (1..6): ``verdict`` (:func:`combine` of its primary parts) and ``parts``
-    (each part's verdict, for example ``1a holds (loss, dice); 1b refuted (dice)``)."""
-    out = {}
-    for c in CLAIMS:
-        rows = table[(table["claim"] == c) & table["primary"].astype(bool)]
-        tested = rows[rows["verdict"] != UNTESTED]
-        parts = []
-        for (part, v), frame in tested.groupby(["part", "verdict"], sort=True):
-            metrics = ", ".join(sorted(set(frame["metric"])))
-            series = ", ".join(sorted(set(frame["series"])))
-            parts.append(f"{c}{part} {v} ({metrics}; {series})")
-        out[c] = {"verdict": combine(*rows["verdict"]) if len(rows) else UNTESTED, "parts": "; ".join(parts)}
-    return pd.DataFrame.from_dict(out, orient="index")
-
-
-def claim_verdicts(table: pd.DataFrame) -> pd.Series:
-    """One verdict per claim (1..6) from the rows of :func:`assess_claims`."""
-    return claim_summary(table)["verdict"]
-
-
-# --------------------------------------------------------------------------- sentences
-
-
-def direction(row) -> str:
-    """Where a part's interval lies relative to its threshold, in words."""
-    if np.isnan(row["lo"]):
-        return "has no interval yet"
-    if row["side"] == "within":
-        tol = row["threshold"]
-        if -tol <= row["lo"] and row["hi"] <= tol:
-            return f"lies within ±{tol:g}"
-        if row["hi"] < -tol or row["lo"] > tol:
-            return f"lies outside ±{tol:g}"
-        return f"cannot be told apart from the ±{tol:g} band"
-    if row["lo"] > row["threshold"]:
-        return f"is above {row['threshold']:g}"
-    if row["hi"] < row["threshold"]:
-        return f"is below {row['threshold']:g}"
-    return f"cannot be told apart from {row['threshold']:g}"
-
-
-def sentence(row) -> str:
-    """One sentence for a claim part, generated from its estimate, interval and threshold."""
-    if row["verdict"] == UNTESTED:
-        return f"{row['test'].capitalize()}: not yet tested ({row['note'] or row['threshold_text']})."
-    text = (f"{row['test'].capitalize()} ({row['metric']}): {format_estimate(row['estimate'], row['lo'], row['hi'])}, "
-            f"which {direction(row)}; the claim needs {row['threshold_text']}, so this part "
-            f"{ {HOLDS: 'holds', REFUTED: 'is refuted', INCONCLUSIVE: 'is inconclusive'}[row['verdict']]}")
-    if row["verdict"] == INCONCLUSIVE:
-        text += f" (these data resolve effects beyond ±{row['detectable']:.2g} of the threshold)"
-    return text + "."
