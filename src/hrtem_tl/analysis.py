@@ -42,7 +42,10 @@ from .measures import (DOSE, class_contrast, control_changes, dose_slope, lighte
 from .results import controls, transfers
 from .series import parse_structure_domain
 from .stats import crossed_jackknife, group_jackknife, paired, stratified_jackknife, variance_shares
-from .verdicts import COLUMNS, THRESHOLDS, claim_row, per_seed, tolerance, untested
+from .verdicts import COLUMNS, THRESHOLDS, tolerance
+from .verdicts import claim_row as _row
+from .verdicts import per_seed as _per_seed
+from .verdicts import untested as _untested
 
 
 def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss", "dice")) -> list[dict]:
@@ -57,7 +60,7 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
     post = model_cells(runs, evaluations, "transfer")
     doses = sorted({d for d in pre["pretrain_domain"] if d in DOSE}, key=DOSE.get)
     if len(doses) < 2:
-        return [untested(c, "", "noise", "needs models of two doses or more", "fewer than two doses") for c in (1, 2)]
+        return [_untested(c, "", "noise", "needs models of two doses or more", "fewer than two doses") for c in (1, 2)]
     lowest = doses[0]
     n_pre = pre["unit"].nunique()
     for m in metrics:
@@ -67,14 +70,14 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
 
         st = stratified_jackknife(pre, before, unit="unit", strata=["pretrain_domain"], shares=("share",))
         common = dict(units=n_pre, method="jackknife over pretrained models, within dose")
-        rows.append(claim_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
-                         st["share"], T["strong_share"], seeds=per_seed(pre, before, "share"), **common))
-        rows.append(claim_row(1, "b", "noise", m, f"lowest-dose ({DOSE[lowest]:g} e-/Å²) models minus the others, mean over "
+        rows.append(_row(1, "a", "noise", m, "share of the after-pretraining matrix explained by the pretraining dose",
+                         st["share"], T["strong_share"], seeds=_per_seed(pre, before, "share"), **common))
+        rows.append(_row(1, "b", "noise", m, f"lowest-dose ({DOSE[lowest]:g} e-/Å²) models minus the others, mean over "
                          "evaluated doses (goodness; negative = the lowest dose is worse)", st["gap"], 0.0,
-                         side="below", seeds=per_seed(pre, before, "gap"), **common))
-        rows.append(claim_row(1, "c", "noise", m, "the same on the evaluated dose where the lowest-dose models are least "
+                         side="below", seeds=_per_seed(pre, before, "gap"), **common))
+        rows.append(_row(1, "c", "noise", m, "the same on the evaluated dose where the lowest-dose models are least "
                          "behind (negative = worse on every dose)", st["best"], 0.0, side="below",
-                         seeds=per_seed(pre, before, "best"), **common))
+                         seeds=_per_seed(pre, before, "best"), **common))
 
         def after(f, m=m):
             shares = variance_shares(f, m, exclude_diagonal=True)
@@ -91,12 +94,12 @@ def assess_noise(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("loss",
         common = dict(units=post["model_unit"].nunique(), method="two-way jackknife: pretrained models with all their "
                       "transfers within their dose, plus target doses and seeds within their dose, minus (pair, seed); "
                       "freezing options a fixed factor")
-        rows.append(claim_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
-                         st["pre"], T["weak_share"], side="below", seeds=per_seed(post, after, "pre"), **common))
-        rows.append(claim_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
-                         st["target"], T["most_share"], seeds=per_seed(post, after, "target"), **common))
-        rows.append(claim_row(2, "c", "noise", m, "slope of after-TL goodness on the target dose (per doubling; "
-                         "positive = better at higher dose)", st["slope"], 0.0, seeds=per_seed(post, after, "slope"),
+        rows.append(_row(2, "a", "noise", m, "share of the after-TL matrix explained by the pretraining dose",
+                         st["pre"], T["weak_share"], side="below", seeds=_per_seed(post, after, "pre"), **common))
+        rows.append(_row(2, "b", "noise", m, "share of the after-TL matrix explained by the target dose",
+                         st["target"], T["most_share"], seeds=_per_seed(post, after, "target"), **common))
+        rows.append(_row(2, "c", "noise", m, "slope of after-TL goodness on the target dose (per doubling; "
+                         "positive = better at higher dose)", st["slope"], 0.0, seeds=_per_seed(post, after, "slope"),
                          **common))
     return rows
 
@@ -121,17 +124,17 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
     if len(small) < need:
         why = (f"small-particle models of {len(small)} lattice(s) so far ({', '.join(small) or 'none'}); "
                f"needs at least {need}")
-        return [untested(c, "", "structure", text, why) for c, text in (
+        return [_untested(c, "", "structure", text, why) for c, text in (
             (3, "structure classes after pretraining"), (4, "target versus pretraining lattice after TL"),
             (5, "effect of particle size"))]
     transferred = sorted({parse_structure_domain(d)[0] for d in small_post["pretrain_domain"].unique()})
     targets_tested, sizes_tested = len(transferred) >= need, len(paired_sizes) >= need
     if not targets_tested:
-        rows.append(untested(4, "", "structure", "target versus pretraining lattice after TL",
+        rows.append(_untested(4, "", "structure", "target versus pretraining lattice after TL",
                               f"transfers between small-particle lattices from {len(transferred)} pretraining "
                               f"lattice(s) so far ({', '.join(transferred) or 'none'}); needs at least {need}"))
     if not sizes_tested:
-        rows.append(untested(5, "", "structure", "effect of particle size",
+        rows.append(_untested(5, "", "structure", "effect of particle size",
                               f"models of both particle sizes for {len(paired_sizes)} lattice(s) so far "
                               f"({', '.join(paired_sizes)}); needs at least {need}"))
     domains = sorted(set(small_pre["pretrain_domain"]))
@@ -146,17 +149,17 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
         st = group_jackknife(small_pre, classes, group="lattice")
         common = dict(units=small_pre["lattice"].nunique(), method=method)
-        rows.append(claim_row(3, "a", "structure", m, "same- minus other-structure-type goodness after pretraining, row "
+        rows.append(_row(3, "a", "structure", m, "same- minus other-structure-type goodness after pretraining, row "
                          "and column effects removed (small particles)", st["type"], 0.0,
-                         seeds=per_seed(small_pre, classes, "type"), **common))
-        rows.append(claim_row(3, "a", "structure", m, "the same without removing row and column effects", st["raw"], 0.0,
-                         seeds=per_seed(small_pre, classes, "raw"), primary=False,
+                         seeds=_per_seed(small_pre, classes, "type"), **common))
+        rows.append(_row(3, "a", "structure", m, "the same without removing row and column effects", st["raw"], 0.0,
+                         seeds=_per_seed(small_pre, classes, "raw"), primary=False,
                          note="context: the lattice a model is evaluated on dominates raw cells", **common))
-        rows.append(claim_row(3, "a", "structure", m, "the same with space groups as classes (diamond and spinel share "
-                         "227), effects removed", st["sg"], 0.0, seeds=per_seed(small_pre, classes, "sg"),
+        rows.append(_row(3, "a", "structure", m, "the same with space groups as classes (diamond and spinel share "
+                         "227), effects removed", st["sg"], 0.0, seeds=_per_seed(small_pre, classes, "sg"),
                          primary=False, note="context: the grouping of the earlier report", **common))
-        rows.append(claim_row(3, "b", "structure", m, "lighter- minus heavier-element models within a structure type, on "
-                         "the other lattices", st["light"], 0.0, seeds=per_seed(small_pre, classes, "light"),
+        rows.append(_row(3, "b", "structure", m, "lighter- minus heavier-element models within a structure type, on "
+                         "the other lattices", st["light"], 0.0, seeds=_per_seed(small_pre, classes, "light"),
                          **common))
         if targets_tested:
             def after(f, m=m):
@@ -165,10 +168,10 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
             st = group_jackknife(small_post, after, group="lattice", shares=("target",))
             common = dict(units=small_post["lattice"].nunique(), method=method)
-            rows.append(claim_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
-                             st["target"], T["most_share"], seeds=per_seed(small_post, after, "target"), **common))
-            rows.append(claim_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
-                             st["margin"], 0.0, seeds=per_seed(small_post, after, "margin"), **common))
+            rows.append(_row(4, "a", "structure", m, "share of the after-TL matrix explained by the target lattice",
+                             st["target"], T["most_share"], seeds=_per_seed(small_post, after, "target"), **common))
+            rows.append(_row(4, "b", "structure", m, "target-lattice share minus pretraining-lattice share after TL",
+                             st["margin"], 0.0, seeds=_per_seed(small_post, after, "margin"), **common))
         if not sizes_tested:
             continue
 
@@ -177,12 +180,12 @@ def assess_structure(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=("lo
 
         st = group_jackknife(both, gaps, group="lattice")
         common = dict(units=both["lattice"].nunique(), method=method)
-        rows.append(claim_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles (goodness)",
-                         st["small_on_large"], 0.0, seeds=per_seed(both, gaps, "small_on_large"), **common))
-        rows.append(claim_row(5, "b", "structure", m, "fraction of the size gap left after TL", st["left"], T["removed"],
-                         side="below", seeds=per_seed(both, gaps, "left"), **common))
-        rows.append(claim_row(5, "c", "structure", m, "size gap relative to the gap between lattices", st["ratio"],
-                         T["little"], side="below", seeds=per_seed(both, gaps, "ratio"), **common))
+        rows.append(_row(5, "a", "structure", m, "cost of small-particle pretraining on large particles (goodness)",
+                         st["small_on_large"], 0.0, seeds=_per_seed(both, gaps, "small_on_large"), **common))
+        rows.append(_row(5, "b", "structure", m, "fraction of the size gap left after TL", st["left"], T["removed"],
+                         side="below", seeds=_per_seed(both, gaps, "left"), **common))
+        rows.append(_row(5, "c", "structure", m, "size gap relative to the gap between lattices", st["ratio"],
+                         T["little"], side="below", seeds=_per_seed(both, gaps, "ratio"), **common))
     return sorted(rows, key=lambda r: (r["claim"], r["part"]))
 
 
@@ -217,7 +220,7 @@ def _paired_row(claim, part, series, metric, test, frame, value, threshold, side
     seeds = [float(f[value].mean()) for _, f in frame.groupby("seed")]
     note = f"{st['positive']} of {st['n']} {name} above 0, {st['negative']} below (sign test p = {st['sign_p']:.2g})"
     prefix = kw.pop("note_prefix", "")
-    return claim_row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
+    return _row(claim, part, series, metric, test, st, threshold, side=side, seeds=seeds, units=st["n"],
                 method=method, note=f"{prefix}; {note}" if prefix else note, **kw)
 
 
@@ -248,7 +251,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
                                  ("encoder", "c", "encoder frozen vs full fine-tuning")):
             sub = pairs[pairs["freezing"] == mode]
             if sub.empty or "none" not in modes:
-                rows.append(untested(6, part, series, text, "no paired runs"))
+                rows.append(_untested(6, part, series, text, "no paired runs"))
                 continue
             if mode == "decoder":
                 key, side, threshold = ("rel" if m == "loss" else "diff"), "within", tolerance(m)
@@ -264,7 +267,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
             sub = changes[changes["kind"] == kind]
             if sub.empty:
                 why = "no control runs (protocol 1)" if controls(runs).empty else f"no evaluations on {text}"
-                rows.append(untested(6, part, series, f"TL against its control on {text}", why))
+                rows.append(_untested(6, part, series, f"TL against its control on {text}", why))
                 continue
             rows.append(_paired_row(6, part, series, m, f"change on {text} after TL minus the control's change "
                                     "(goodness; negative = TL worse than further training at home)", sub, "excess",
@@ -272,7 +275,7 @@ def assess_training(series: str, runs: pd.DataFrame, evaluations: pd.DataFrame,
     sub = paired_freezing(runs, evaluations, "loss")
     sub = sub[sub["freezing"] == "encoder"].assign(saved=lambda f: 1 - f["time_ratio"])
     if sub.empty:
-        rows.append(untested(6, "d", series, "speed-up of encoder freezing", "no paired runs"))
+        rows.append(_untested(6, "d", series, "speed-up of encoder freezing", "no paired runs"))
     else:
         rows.append(_paired_row(6, "d", series, "time", "transfer wall-time saved by freezing the encoder (share)",
                                 sub, "saved", 0.0, "above"))
@@ -286,7 +289,7 @@ def assess_transfer_size(runs: pd.DataFrame, evaluations: pd.DataFrame, metrics=
     post = size_cells(runs, evaluations)
     sizes = sorted(post["transfer_images"].unique())
     if len(sizes) < 2:
-        return [untested(6, "a", series, "effect of the transfer-set size",
+        return [_untested(6, "a", series, "effect of the transfer-set size",
                           f"{len(sizes)} transfer-set size(s) so far; needs at least 2")]
     rows = []
     for m in metrics:
@@ -309,16 +312,16 @@ def assess_claims(noise: tuple[pd.DataFrame, pd.DataFrame] | None,
     tested``). Rows with ``primary`` False give context and do not enter the verdicts."""
     rows = []
     if noise is None or noise[0].empty:
-        rows += [untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
+        rows += [_untested(c, "", "noise", "needs results of the noise series", "no noise results yet") for c in (1, 2)]
     else:
         rows += assess_noise(*noise, metrics=metrics)
     if structure is None or structure[0].empty:
-        rows += [untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
+        rows += [_untested(c, "", "structure", "needs results of the structure series", "no structure results yet")
                  for c in (3, 4, 5)]
     else:
         rows += assess_structure(*structure, metrics=metrics)
     if tlsize is None or tlsize[0].empty:
-        rows.append(untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
+        rows.append(_untested(6, "a", "tlsize", "effect of the transfer-set size", "no tlsize results yet"))
     else:
         rows += assess_transfer_size(*tlsize, metrics=metrics)
     for name, data in (("noise", noise), ("structure", structure)):
