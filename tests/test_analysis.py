@@ -336,9 +336,7 @@ def test_no_results_means_not_yet_tested():
 
 
 def test_structure_claims_on_a_small_hand_made_series():
-    # five lattices: with four, a target share near its ceiling (the missing diagonal keeps it
-    # near 0.91) gets a wide logit-scale interval from its 3 degrees of freedom
-    lattices = ["Cu", "Ag", "C", "Si", "CdSe"]
+    lattices = ["Cu", "Ag", "C", "Si"]
     domains = [f"{l}_{s}" for l in lattices for s in ("small", "large")]
     group = M.structure_types(domains)
 

@@ -65,31 +65,34 @@ def test_group_jackknife_is_calibrated_and_is_the_t_interval_of_a_mean():
     assert np.isnan(one["lo"])  # one group: no interval
 
 
-def test_a_share_is_jackknifed_on_the_logit_scale():
-    """A share near 0 from few groups: the logit interval stays inside (0, 1), is
-    asymmetric, and misses the truth 5 % of the time; the symmetric one dips below 0."""
+def test_a_share_keeps_its_raw_interval_cut_at_0_and_1():
+    """A share's interval is the raw-scale one with its ends cut at 0 and 1, and its
+    ``half`` is the uncut half-width, in all three jackknives."""
     rng = np.random.default_rng(3)
-    misses = below_zero = 0
-    for _ in range(TRIALS):
-        cells = pd.DataFrame({"lattice": list("abcdefgh"), "v": rng.beta(1, 9, size=8)})  # mean 0.1
+    cells = pd.DataFrame({"lattice": list("abcdefgh"), "model": [0, 0, 1, 1, 2, 2, 3, 3], "target": [0, 1] * 4})
+    cells["cell"] = cells["model"].astype(str) + "|" + cells["target"].astype(str)
 
-        def share(f):
-            return {"share": float(f["v"].mean())}
+    def share(f):
+        return {"share": float(f["v"].mean()), "other": float(f["v"].mean())}
 
-        est = S.group_jackknife(cells, share, group="lattice", shares=("share",))["share"]
-        plain = S.group_jackknife(cells, share, group="lattice")["share"]
-        assert 0 < est["lo"] < est["estimate"] < est["hi"] < 1
-        assert est["estimate"] == pytest.approx(plain["estimate"])
-        assert est["hi"] - est["estimate"] > est["estimate"] - est["lo"]
-        misses += not (est["lo"] <= 0.1 <= est["hi"])
-        below_zero += plain["lo"] < 0
-    assert abs(misses / TRIALS - 0.05) < 0.02
-    assert below_zero > 0
-    cells = cells.assign(unit=range(8), stratum=0, target=[0, 1] * 4)
-    ways = dict(first=("unit", ["stratum"]), second=("target", ["stratum"]), both=("unit", ["stratum"]))
-    for st in (S.stratified_jackknife(cells, share, unit="unit", strata=["stratum"], shares=("share",)),
-               S.crossed_jackknife(cells, share, shares=("share",), **ways)):
-        assert 0 < st["share"]["lo"] < st["share"]["estimate"] < st["share"]["hi"] < 1
+    ways = dict(first=("model", []), second=("target", []), both=("cell", []))
+    runs = {"group": lambda f, **kw: S.group_jackknife(f, share, group="lattice", **kw),
+            "stratified": lambda f, **kw: S.stratified_jackknife(f, share, unit="lattice", strata=[], **kw),
+            "crossed": lambda f, **kw: S.crossed_jackknife(f, share, **ways, **kw)}
+    for name, run in runs.items():
+        while True:  # a share near 0 from few units, whose raw interval reaches below 0
+            frame = cells.assign(v=rng.beta(1, 9, size=8))
+            plain = run(frame)["share"]
+            if plain["lo"] < 0:
+                break
+        cut = run(frame, shares=("share",))
+        assert cut["share"]["estimate"] == pytest.approx(plain["estimate"]), name
+        assert (cut["share"]["lo"], cut["share"]["hi"]) == (0.0, pytest.approx(plain["hi"])), name
+        assert cut["share"]["half"] == pytest.approx((plain["hi"] - plain["lo"]) / 2), name
+        assert cut["other"]["lo"] == pytest.approx(plain["lo"]), name  # outputs not named stay as they are
+    near_one = cells.assign(v=[1.0, 0.7] + [0.99] * 6)
+    assert runs["group"](near_one)["share"]["hi"] > 1
+    assert runs["group"](near_one, shares=("share",))["share"]["hi"] == 1.0
 
 
 def test_paired_is_calibrated():

@@ -18,9 +18,11 @@ Intervals and their units
 * :func:`paired`: mean of per-unit paired differences with a t interval over units, a
   sign count and an exact two-sided sign test.
 
-Outputs named in ``shares`` (a share of variance, bounded by 0 and 1) are jackknifed on
-the logit scale and their interval mapped back, so it stays inside (0, 1) and is
-asymmetric near a bound; their ``variance`` is then on the logit scale.
+Outputs named in ``shares`` (a share of variance, bounded by 0 and 1) keep the interval
+of the raw scale with its ends cut at 0 and 1; ``half`` then gives the half-width of the
+uncut interval. (A logit scale would stretch the spread that comes from the design
+alone: a share of an after-TL matrix without its diagonal cannot reach 1, and its
+ceiling moves as lattices are left out.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import special as _special
 from scipy import stats as _scipy
 
 LEVEL = 0.95  # width of every interval
@@ -133,26 +134,12 @@ def _as_dict(value) -> dict[str, float]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-_SHARE_FLOOR = 1e-9  # shares of exactly 0 or 1 are moved this far inside before the logit
-
-
-def _on_logit(statistic: Callable, shares: tuple[str, ...]) -> Callable:
-    """``statistic`` with the outputs named in ``shares`` on the logit scale."""
-    if not shares:
-        return statistic
-
-    def on_logit(cells):
-        out = dict(_as_dict(statistic(cells)))
-        for k in shares:
-            out[k] = float(_special.logit(np.clip(out[k], _SHARE_FLOOR, 1 - _SHARE_FLOOR)))
-        return out
-    return on_logit
-
-
-def _from_logit(result: dict[str, dict], shares: tuple[str, ...]) -> dict[str, dict]:
-    """Estimates and interval ends of the outputs named in ``shares`` mapped back to (0, 1)."""
+def _cut_shares(result: dict[str, dict], shares: tuple[str, ...]) -> dict[str, dict]:
+    """Interval ends of the outputs named in ``shares`` cut to [0, 1], with ``half``, the
+    half-width of the uncut interval (what the data resolve)."""
     for k in shares:
-        result[k] = result[k] | {end: float(_special.expit(result[k][end])) for end in ("estimate", "lo", "hi")}
+        lo, hi = result[k]["lo"], result[k]["hi"]
+        result[k] = result[k] | {"lo": float(np.clip(lo, 0, 1)), "hi": float(np.clip(hi, 0, 1)), "half": (hi - lo) / 2}
     return result
 
 
@@ -173,7 +160,6 @@ def stratified_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame]
     columns of the design cell it belongs to. Strata with one unit add nothing to the
     variance and no degree of freedom. Returns ``{key: {estimate, lo, hi, df, variance}}``.
     """
-    statistic = _on_logit(statistic, shares)
     est = _as_dict(statistic(cells))
     labels = cells[unit].to_numpy()
     stratum_of = cells.groupby(unit, sort=False)[strata].first()
@@ -197,7 +183,7 @@ def stratified_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame]
     for k, value in est.items():
         lo, hi = _t_interval(float(value), variance[k], df, level)
         out[k] = {"estimate": float(value), "lo": lo, "hi": hi, "df": df, "variance": variance[k]}
-    return _from_logit(out, shares)
+    return _cut_shares(out, shares)
 
 
 def crossed_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *,
@@ -209,7 +195,6 @@ def crossed_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], f
     ``(unit, strata)``; ``both`` is the unit where the two meet (one transfer pair and
     seed). Where that sum is not positive, the larger of the two; Student's t with
     Satterthwaite's degrees of freedom for the sum (at most the smaller of the two ways')."""
-    statistic = _on_logit(statistic, shares)
     runs = {name: stratified_jackknife(cells, statistic, unit=unit, strata=strata, level=level)
             for name, (unit, strata) in (("first", first), ("second", second), ("both", both))}
     out = {}
@@ -226,7 +211,7 @@ def crossed_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], f
             df = max(1, int(min(df, variance ** 2 / spread)))
         lo, hi = _t_interval(a["estimate"], variance, df, level)
         out[k] = {"estimate": a["estimate"], "lo": lo, "hi": hi, "df": df, "variance": variance}
-    return _from_logit(out, shares)
+    return _cut_shares(out, shares)
 
 
 def group_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], float | dict], *, group: str,
@@ -234,7 +219,6 @@ def group_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], flo
     """Estimate and t interval (``groups - 1`` degrees of freedom) of each output of
     ``statistic``, leaving out one value of ``group`` with all its rows at a time.
     Leave-one-out values that are NaN are dropped (with fewer than two left: no interval)."""
-    statistic = _on_logit(statistic, shares)
     est = _as_dict(statistic(cells))
     labels = cells[group].to_numpy()
     values = {k: [] for k in est}
@@ -250,7 +234,7 @@ def group_jackknife(cells: pd.DataFrame, statistic: Callable[[pd.DataFrame], flo
         variance = (n - 1) / n * float(np.sum((v - v.mean()) ** 2)) if n >= 2 else np.nan
         lo, hi = _t_interval(float(value), variance, n - 1, level)
         out[k] = {"estimate": float(value), "lo": lo, "hi": hi, "df": max(n - 1, 0)}
-    return _from_logit(out, shares)
+    return _cut_shares(out, shares)
 
 
 def paired(differences, level: float = LEVEL) -> dict[str, float]:

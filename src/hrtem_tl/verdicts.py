@@ -126,7 +126,7 @@ def claim_row(claim, part, series, metric, test, stat: dict, threshold: float, *
     seeds = [s for s in (seeds or []) if not np.isnan(s)]
     return {"claim": claim, "part": part, "series": series, "metric": metric, "test": test,
             "estimate": stat["estimate"], "lo": lo, "hi": hi, "df": stat.get("df", 0),
-            "detectable": (hi - lo) / 2 if not np.isnan(lo) else np.nan,
+            "detectable": stat.get("half", (hi - lo) / 2) if not np.isnan(lo) else np.nan,
             "seed_min": min(seeds) if seeds else np.nan, "seed_max": max(seeds) if seeds else np.nan,
             "seeds": len(seeds), "units": units, "method": method, "threshold": threshold, "side": side,
             "threshold_text": text, "verdict": v, "primary": primary, "note": note}
