@@ -360,11 +360,20 @@ def _loss_matrices(runs: pd.DataFrame, evals: pd.DataFrame, series: str) -> dict
     return {k: v["value"].to_numpy(dtype=float) for k, v in mats.items()}
 
 
-def _axis_shares(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[float, float]:
+def _axis_shares(runs: pd.DataFrame, evals: pd.DataFrame, series: str) -> tuple[float, float]:
     """Share of the loss matrix's spread explained by the target axis, before and after TL
-    (cells on the series' domains; the transfer matrix without its diagonal)."""
-    pre = S.variance_shares(M.model_cells(runs, evals, "pretrain"), "loss")
-    post = S.variance_shares(M.model_cells(runs, evals, "transfer"), "loss", exclude_diagonal=True)
+    (cells on the domains of the agreement figure, for structure the small particles; the
+    transfer matrix without its diagonal)."""
+    from hrtem_tl.explore import series_domains
+
+    domains = set(series_domains(series))
+
+    def cells(stage):
+        f = M.model_cells(runs, evals, stage)
+        return f[f["pretrain_domain"].isin(domains) & f["eval_domain"].isin(domains)]
+
+    pre = S.variance_shares(cells("pretrain"), "loss")
+    post = S.variance_shares(cells("transfer"), "loss", exclude_diagonal=True)
     return pre["col"], post["col"]
 
 
@@ -453,8 +462,8 @@ def agreement_table(root: Path = RESULTS) -> pd.DataFrame | None:
             pick = lambda s: (ours.runs[ours.runs["seed"] == s],  # noqa: E731
                               ours.evaluations[ours.evaluations["run_id"].isin(ours.runs.loc[ours.runs["seed"] == s, "run_id"])])
             by_seed = (_loss_matrices(*pick(seeds[0]), series), _loss_matrices(*pick(seeds[1]), series))
-        share_ours = _axis_shares(ours.runs, ours.evaluations)
-        share_theirs = _axis_shares(theirs["runs"], theirs["evaluations"])
+        share_ours = _axis_shares(ours.runs, ours.evaluations, series)
+        share_theirs = _axis_shares(theirs["runs"], theirs["evaluations"], series)
         for i, stage in enumerate(("pretrain", "transfer")):
             skip = stage == "transfer"
             agree = rank_agreement(a[stage], b[stage], skip)

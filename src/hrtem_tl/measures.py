@@ -191,6 +191,7 @@ def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) ->
     * ``after``: the same after transfer learning from S to T, on T;
     * ``left`` = after / before: the fraction of the size gap that TL leaves;
     * ``small_on_large``: ``before`` for small-particle models on large particles only;
+    * ``large_on_small``: the same for large-particle models on small particles;
     * ``lattice``: cost of another lattice of the same size (after pretraining);
     * ``ratio`` = before / lattice: the size gap relative to the lattice gap.
     """
@@ -199,7 +200,7 @@ def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) ->
     g_pre = {(r, c): v for r, row in zip(m_pre.index, m_pre.to_numpy()) for c, v in zip(m_pre.columns, row)}
     g_post = {(r, c): v for r, row in zip(m_post.index, m_post.to_numpy()) for c, v in zip(m_post.columns, row)}
     nan = float("nan")
-    before, after, small_on_large, lattice_cost = [], [], [], []
+    before, after, small_on_large, large_on_small, lattice_cost = [], [], [], [], []
     for target in m_pre.columns:
         if target not in m_pre.index:
             continue
@@ -217,13 +218,13 @@ def size_gaps(pre: pd.DataFrame, post: pd.DataFrame, value: str, metric: str) ->
                 continue
             before.append(cost)
             after.append(a)
-            if (s_size, size) == ("small", "large"):
-                small_on_large.append(cost)
+            (small_on_large if (s_size, size) == ("small", "large") else large_on_small).append(cost)
     mb = float(np.mean(before)) if before else nan
     ma = float(np.mean(after)) if after else nan
     ml = float(np.mean(lattice_cost)) if lattice_cost else nan
     return {"before": mb, "after": ma, "left": ma / mb if mb > 0 else nan,
             "small_on_large": float(np.mean(small_on_large)) if small_on_large else nan,
+            "large_on_small": float(np.mean(large_on_small)) if large_on_small else nan,
             "lattice": ml, "ratio": mb / ml if ml > 0 else nan}
 
 
