@@ -219,15 +219,18 @@ def test_space_groups_and_lightness_of_the_lattices():
 
 def test_size_gaps():
     domains = ["Cu_small", "Cu_large", "Ag_small", "Ag_large"]
-    # pretraining on the other size costs 0.2 of Dice; another lattice costs 0.4
+    # pretraining on the other size costs 0.1 (small on large) or 0.3 (large on small) of
+    # Dice, 0.2 on average; another lattice costs 0.4
     def pre(a, d):
         (la, sa), (ld, sd) = split_domain(a), split_domain(d)
-        return 0.9 - (0.2 if (la == ld and sa != sd) else 0) - (0.4 if la != ld else 0)
+        size_cost = (0.1 if sa == "small" else 0.3) if (la == ld and sa != sd) else 0
+        return 0.9 - size_cost - (0.4 if la != ld else 0)
     pre_cells = matrix_cells({(a, d): pre(a, d) for a in domains for d in domains})
     post_cells = matrix_cells({(a, d): 0.85 for a in domains for d in domains if a != d})
     gaps = M.size_gaps(pre_cells, post_cells, "dice", "dice")
     assert gaps["before"] == pytest.approx(0.2) and gaps["after"] == pytest.approx(0.05)
-    assert gaps["left"] == pytest.approx(0.25) and gaps["small_on_large"] == pytest.approx(0.2)
+    assert gaps["left"] == pytest.approx(0.25) and gaps["small_on_large"] == pytest.approx(0.1)
+    assert gaps["large_on_small"] == pytest.approx(0.3)
     assert gaps["lattice"] == pytest.approx(0.4) and gaps["ratio"] == pytest.approx(0.5)
 
 
