@@ -574,3 +574,13 @@ def test_structure_freezing_parts_judge_lattice_transfers_and_show_size_transfer
     assert b.loc[True, "test"].endswith("(between lattices)") and b.loc[True, "verdict"] == V.HOLDS
     assert b.loc[False, "test"].endswith("(between the particle sizes of one lattice)")
     assert b.loc[False, "estimate"] == pytest.approx(-0.3, abs=0.01) and b.loc[False, "note"].startswith("context")
+
+
+def test_claim_summary_names_the_metrics_of_each_series_apart():
+    """A part that holds for one metric of one series and not for others lists each series with its own metrics."""
+    rows = [("noise", "dice", V.INCONCLUSIVE), ("structure", "dice", V.HOLDS), ("structure", "loss", V.INCONCLUSIVE),
+            ("noise", "loss", V.INCONCLUSIVE)]
+    table = pd.DataFrame([{"claim": 6, "part": "b", "series": s, "metric": m, "verdict": v, "primary": True}
+                          for s, m, v in rows])
+    assert V.claim_summary(table).loc[6, "parts"] == ("6b holds (structure: dice); "
+                                                      "6b inconclusive (noise: dice, loss; structure: loss)")

@@ -139,16 +139,17 @@ def untested(claim, part, series, test, why):
 
 def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per claim (1..6): ``verdict`` (:func:`combine` of its primary parts) and ``parts``
-    (each part's verdict, for example ``1a holds (loss, dice); 1b refuted (dice)``)."""
+    (each part's verdict with the metrics per series, for example
+    ``1a holds (noise: dice, loss); 1b refuted (noise: dice)``)."""
     out = {}
     for c in CLAIMS:
         rows = table[(table["claim"] == c) & table["primary"].astype(bool)]
         tested = rows[rows["verdict"] != UNTESTED]
         parts = []
         for (part, v), frame in tested.groupby(["part", "verdict"], sort=True):
-            metrics = ", ".join(sorted(set(frame["metric"])))
-            series = ", ".join(sorted(set(frame["series"])))
-            parts.append(f"{c}{part} {v} ({metrics}; {series})")
+            where = "; ".join(f"{series}: {', '.join(sorted(set(rows_of['metric'])))}"
+                              for series, rows_of in frame.groupby("series", sort=True))
+            parts.append(f"{c}{part} {v} ({where})")
         out[c] = {"verdict": combine(*rows["verdict"]) if len(rows) else UNTESTED, "parts": "; ".join(parts)}
     return pd.DataFrame.from_dict(out, orient="index")
 
